@@ -1,0 +1,1 @@
+"""The GraphQL gateway (Strawberry on FastAPI) over the service layer."""

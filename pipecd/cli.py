@@ -1,0 +1,194 @@
+"""The `pipecd` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from pipecd import runtime
+from pipecd.accounts import create_local_user, create_supabase_user, grant_access
+from pipecd.database import migrations
+from pipecd.settings import Settings, get_settings
+from services.kernel.permissions import Role, Scope
+
+app = typer.Typer(help="PipeCD: a CRM backend for sales teams and their LLM agents.", no_args_is_help=True)
+db_app = typer.Typer(help="The embedded Postgres (used when DATABASE_URL is not set).", no_args_is_help=True)
+users_app = typer.Typer(help="Users (identities live in Supabase Auth).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+# Database -------------------------------------------------------------------------------------------------
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the embedded Postgres (initializing it on first use)."""
+    settings = _settings()
+    if not settings.uses_embedded_database:
+        _fail("DATABASE_URL is set: PipeCD uses that database, not the embedded one")
+    status = runtime.embedded(settings).start()
+    typer.echo(f"embedded Postgres running on 127.0.0.1:{status.port} (pid {status.pid})", err=True)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded Postgres cleanly."""
+    stopped = runtime.embedded(_settings()).stop()
+    typer.echo("embedded Postgres stopped" if stopped else "embedded Postgres was not running", err=True)
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the database is up, and how far it is migrated."""
+    settings = _settings()
+    if settings.uses_embedded_database:
+        status = runtime.embedded(settings).status()
+        if not status.running:
+            typer.echo(f"embedded Postgres: stopped (data in {settings.embedded_data_dir})")
+            raise typer.Exit(3)
+        typer.echo(f"embedded Postgres: running on 127.0.0.1:{status.port} (pid {status.pid})")
+    import psycopg
+
+    with psycopg.connect(runtime.admin_url(settings, start=False)) as conn:
+        waiting = migrations.pending(conn)
+    typer.echo("migrations: up to date" if not waiting else f"migrations: {len(waiting)} pending")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database's admin URL (starting the embedded server if needed)."""
+    typer.echo(runtime.admin_url(_settings()))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending migrations (bootstrapping Supabase's roles and auth schema on plain Postgres)."""
+    settings = _settings()
+    url = runtime.admin_url(settings)
+    password = settings.authenticator_password.get_secret_value() if settings.authenticator_password else None
+    applied = migrations.migrate(url, authenticator_password=password)
+    for migration in applied:
+        typer.echo(f"applied {migration.version}_{migration.name}", err=True)
+    typer.echo(f"{len(applied)} migration(s) applied; database is current", err=True)
+
+
+# Users and tokens -----------------------------------------------------------------------------------------
+
+
+@users_app.command("add")
+def users_add(
+    email: str,
+    role: Annotated[Role, typer.Option(help="The user's role.")] = Role.MEMBER,
+    team: Annotated[str | None, typer.Option(help="Team to join (created if it does not exist).")] = None,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    invite: Annotated[bool, typer.Option(help="Send a Supabase invite instead of creating the user.")] = False,
+) -> None:
+    """Add a user (or update their role and team). Through Supabase Auth when SUPABASE_URL is configured."""
+    settings = _settings()
+    admin = runtime.prepare_database(settings)
+    if settings.supabase_url and settings.supabase_service_key:
+        account = create_supabase_user(settings, email, name, invite=invite)
+    else:
+        if invite:
+            _fail("--invite needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+        account = create_local_user(admin, email, name)
+
+    async def grant() -> None:
+        async with runtime.open_database(settings, admin) as db:
+            profile = await grant_access(db, account.id, role, team)
+        state = "created" if account.created else "exists"
+        typer.echo(f"{profile.email} ({state}): id {profile.id}, roles {', '.join(profile.roles)}", err=True)
+
+    asyncio.run(grant())
+    typer.echo(str(account.id))
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="Email of the user the token is for.")],
+    scopes: Annotated[str | None, typer.Option(help="Comma-separated: crm.read, crm.write, crm.delete, crm.ai")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=60, max=30 * 86400)] = 3600,
+) -> None:
+    """Mint a development access token (signed with the local secret) and print only the token."""
+    settings = _settings()
+    if settings.is_production:
+        _fail("refusing to mint tokens when PIPECD_ENV=production")
+    scope_list: list[Scope] | None = None
+    if scopes:
+        try:
+            scope_list = [Scope(s.strip()) for s in scopes.split(",") if s.strip()]
+        except ValueError as exc:
+            _fail(f"{exc}; known scopes: {', '.join(s.value for s in Scope)}")
+    admin = runtime.admin_url(settings)
+    user_id = runtime.user_id_for_email(admin, user)
+    if user_id is None:
+        _fail(f"no user {user}; add one with `pipecd users add {user} --role member`")
+        return
+    typer.echo(runtime.mint_token(settings, user_id, user, scopes=scope_list, ttl_seconds=ttl))
+
+
+# Demo and development -------------------------------------------------------------------------------------
+
+
+def _seed(settings: Settings, admin: str) -> dict[str, int]:
+    from pipecd.demo import seed_demo
+
+    async def run() -> dict[str, int]:
+        async with runtime.open_database(settings, admin) as db:
+            return await seed_demo(settings, admin, db)
+
+    return asyncio.run(run())
+
+
+@app.command()
+def seed(demo: Annotated[bool, typer.Option("--demo", help="Create the demo company.")] = False) -> None:
+    """Seed data. `--demo` creates the demo company (safe to repeat: nothing is created twice)."""
+    if not demo:
+        _fail("nothing to seed; pass --demo for the demo company")
+    settings = _settings()
+    admin = runtime.prepare_database(settings)
+    counts = _seed(settings, admin)
+    typer.echo("demo company ready: " + ", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
+
+
+@app.command()
+def dev() -> None:
+    """Run PipeCD locally: embedded database, migrations, demo data, and a token for each demo user."""
+    from pipecd.demo import USERS
+
+    settings = _settings()
+    if settings.is_production:
+        _fail("`pipecd dev` is for development; PIPECD_ENV is production")
+    admin = runtime.prepare_database(settings)
+    counts = _seed(settings, admin)
+    typer.echo("PipeCD development database is ready.")
+    typer.echo(f"  database: {admin}")
+    typer.echo("  demo data: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    typer.echo("\nDemo users and access tokens (valid 12 hours):")
+    for demo_user in USERS:
+        user_id = runtime.user_id_for_email(admin, demo_user.email)
+        assert user_id is not None
+        access = runtime.mint_token(settings, user_id, demo_user.email, ttl_seconds=12 * 3600)
+        typer.echo(f"\n  {demo_user.email} ({demo_user.role.value})\n  {access}")
+    typer.echo("\nStop the database with `pipecd db stop`.")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(prog_name="pipecd")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Wiring: which database, which login, which token rules. Front ends and the CLI get their parts from here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID
+
+import jwt
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pipecd.database.embedded import EmbeddedPostgres
+from pipecd.database.migrations import migrate
+from pipecd.settings import Settings
+from services.kernel.auth import principal_from_claims
+from services.kernel.permissions import Scope
+from services.kernel.principal import Channel, Principal
+from services.kernel.tokens import AUDIENCE, TokenVerifier
+from services.kernel.uow import Database
+
+APP_LOGIN = "authenticator"
+
+
+def embedded(settings: Settings) -> EmbeddedPostgres:
+    return EmbeddedPostgres(settings.embedded_data_dir)
+
+
+def admin_url(settings: Settings, *, start: bool = True) -> str:
+    """The admin (migration) URL: DATABASE_URL, or the embedded server's (started on demand)."""
+    if settings.database_url:
+        return settings.database_url
+    server = embedded(settings)
+    if start:
+        server.start()
+    return server.admin_url()
+
+
+def app_url(settings: Settings, admin: str) -> str:
+    """The pool's URL: PIPECD_APP_DATABASE_URL, or the admin URL's server logged in as `authenticator`."""
+    if settings.app_database_url:
+        return settings.app_database_url
+    params = conninfo_to_dict(admin)
+    params["user"] = APP_LOGIN
+    params.pop("password", None)
+    if settings.authenticator_password is not None:
+        params["password"] = settings.authenticator_password.get_secret_value()
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def prepare_database(settings: Settings) -> str:
+    """Start (if embedded) and migrate; returns the admin URL."""
+    url = admin_url(settings)
+    password = settings.authenticator_password.get_secret_value() if settings.authenticator_password else None
+    migrate(url, authenticator_password=password)
+    return url
+
+
+def database(settings: Settings, admin: str) -> Database:
+    return Database(
+        app_url(settings, admin), max_size=settings.db_pool_max, prepare=settings.db_prepare_statements
+    )
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    return TokenVerifier(
+        hs256_secret=settings.effective_jwt_secret,
+        jwks_url=settings.effective_jwks_url,
+        issuer=settings.jwt_issuer,
+    )
+
+
+def mint_token(
+    settings: Settings,
+    user_id: UUID,
+    email: str,
+    *,
+    scopes: list[Scope] | None = None,
+    ttl_seconds: int = 3600,
+) -> str:
+    """A development access token shaped like Supabase's, signed with the local secret."""
+    if settings.is_production:
+        raise RuntimeError("refusing to mint tokens when PIPECD_ENV=production")
+    secret = settings.effective_jwt_secret
+    assert secret is not None
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": str(user_id),
+        "aud": AUDIENCE,
+        "role": "authenticated",
+        "email": email,
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if scopes:
+        claims["scope"] = " ".join(s.value for s in scopes)
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def user_id_for_email(admin: str, email: str) -> UUID | None:
+    with psycopg.connect(admin) as conn:
+        row = conn.execute("select id from auth.users where lower(email) = lower(%s)", [email]).fetchone()
+    return row[0] if row else None
+
+
+@asynccontextmanager
+async def open_database(settings: Settings, admin: str) -> AsyncIterator[Database]:
+    db = database(settings, admin)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def principal_for(db: Database, user_id: UUID, channel: Channel = Channel.CLI) -> Principal:
+    return await principal_from_claims(db, {"sub": str(user_id)}, channel)

@@ -1,0 +1,96 @@
+"""Settings, from the environment (and an optional `.env`). Nothing here is required for local use:
+with no configuration PipeCD runs on an embedded Postgres with a generated development secret."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", validation_alias=AliasChoices("PIPECD_ENV"), description="Deployment environment."
+    )
+    state_dir: Path = Field(
+        Path(".pipecd"),
+        validation_alias=AliasChoices("PIPECD_STATE_DIR"),
+        description="Folder for local state: the embedded database and the development JWT secret.",
+    )
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="Admin connection (migrations, bootstrap). Unset: the embedded Postgres.",
+    )
+    app_database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPECD_APP_DATABASE_URL"),
+        description="The app's pool login (must be `authenticator`). Unset: DATABASE_URL's server as authenticator.",
+    )
+    authenticator_password: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPECD_AUTHENTICATOR_PASSWORD"),
+        description="Password of the `authenticator` login when the server requires one.",
+    )
+    db_prepare_statements: bool = Field(
+        True,
+        validation_alias=AliasChoices("PIPECD_DB_PREPARE_STATEMENTS"),
+        description="Server-side prepared statements; turn off behind a transaction-mode pooler.",
+    )
+    db_pool_max: int = Field(10, validation_alias=AliasChoices("PIPECD_DB_POOL_MAX"), ge=1)
+
+    jwt_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "PIPECD_JWT_SECRET"),
+        description="HS256 secret of the Supabase project. Unset outside production: a generated local secret.",
+    )
+    jwt_issuer: str | None = Field(None, validation_alias=AliasChoices("PIPECD_JWT_ISSUER"))
+    jwks_url: str | None = Field(None, validation_alias=AliasChoices("PIPECD_JWKS_URL"))
+    supabase_url: str | None = Field(None, validation_alias=AliasChoices("SUPABASE_URL"))
+    supabase_service_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY")
+    )
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_data_dir(self) -> Path:
+        return self.state_dir.resolve() / "pgdata"
+
+    @property
+    def effective_jwks_url(self) -> str | None:
+        if self.jwks_url:
+            return self.jwks_url
+        if self.supabase_url:
+            return self.supabase_url.rstrip("/") + "/auth/v1/.well-known/jwks.json"
+        return None
+
+    @cached_property
+    def effective_jwt_secret(self) -> str | None:
+        """The configured secret; outside production, a local one generated once into the state folder."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        if self.is_production:
+            return None
+        path = self.state_dir / "jwt_secret"
+        if not path.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The shared service layer: every read and write of the CRM, under the caller's permissions."""

@@ -1,0 +1,22 @@
+"""Reading the audit log (writing happens inside every service write, through the unit of work)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from services.audit.schemas import AuditEntry
+from services.kernel.errors import Invalid
+from services.kernel.permissions import Perm, requires
+from services.kernel.uow import UnitOfWork
+
+
+@requires(Perm.AUDIT_READ)
+async def for_entity(uow: UnitOfWork, entity_type: str, entity_id: UUID, *, limit: int = 100) -> list[AuditEntry]:
+    """The audit trail of one record, newest first (admins see all; managers their teams'; others their own)."""
+    if not 1 <= limit <= 500:
+        raise Invalid("limit must be between 1 and 500", field="limit")
+    rows = await uow.all(
+        "select * from public.audit_log where entity_type = %s and entity_id = %s order by id desc limit %s",
+        [entity_type, entity_id, limit],
+    )
+    return [AuditEntry.model_validate(r) for r in rows]

@@ -1,0 +1,279 @@
+"""Deals: create, change, move through stages, win, lose, reopen. Every stage change is recorded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from services.deals.schemas import Deal, DealCreate, DealFilter, DealStatus, DealUpdate, StageChange
+from services.kernel import idempotency, records
+from services.kernel.attachments import check_links
+from services.kernel.errors import Conflict, Invalid, NotFound
+from services.kernel.pagination import Page, PageRequest
+from services.kernel.permissions import Perm, requires
+from services.kernel.schemas import filter_conditions, text_condition
+from services.kernel.uow import Row, UnitOfWork
+from services.pipelines import service as pipelines
+from services.pipelines.schemas import Stage
+
+_SELECT = "t.*, s.win_probability as stage_probability"
+_JOIN = "left join public.stages s on s.id = t.stage_id"
+_CENT = Decimal("0.01")
+
+
+def weighted_value(value: Decimal, probability: int | None, stage_probability: int | None) -> Decimal:
+    percent = probability if probability is not None else (stage_probability or 0)
+    return (value * percent / 100).quantize(_CENT)
+
+
+def _deal(row: Row) -> Deal:
+    return Deal.model_validate(
+        {**row, "weighted_value": weighted_value(row["value"], row["probability"], row["stage_probability"])}
+    )
+
+
+async def _fetch(uow: UnitOfWork, deal_id: UUID) -> Deal:
+    row = await uow.one(f"select {_SELECT} from public.deals t {_JOIN} where t.id = %s", [deal_id])
+    if row is None:
+        raise NotFound("deal", deal_id)
+    return _deal(row)
+
+
+async def _fetch_for_change(uow: UnitOfWork, deal_id: UUID) -> Deal:
+    deal = await _fetch(uow, deal_id)
+    await records.ensure_can_change(uow, "deal", deal_id, deal.owner_id)
+    return deal
+
+
+@requires(Perm.DEALS_READ)
+async def get(uow: UnitOfWork, deal_id: UUID) -> Deal:
+    return await _fetch(uow, deal_id)
+
+
+@requires(Perm.DEALS_READ)
+async def get_many(uow: UnitOfWork, deal_ids: list[UUID]) -> list[Deal]:
+    """Visible deals by id (batch loader); hidden or missing ids are left out."""
+    rows = await uow.all(f"select {_SELECT} from public.deals t {_JOIN} where t.id = any(%s)", [deal_ids])
+    return [_deal(r) for r in rows]
+
+
+@requires(Perm.DEALS_READ)
+async def list(
+    uow: UnitOfWork, filter: DealFilter | None = None, page: PageRequest | None = None
+) -> Page[Deal]:
+    f = filter or DealFilter()
+    where, params = filter_conditions(f)
+    for column in ("pipeline_id", "stage_id", "status", "person_id", "organization_id"):
+        value = getattr(f, column)
+        if value is not None:
+            where.append(f"t.{column} = %s")
+            params.append(value)
+    text_where, text_params = text_condition(f)
+    return await records.list_page(
+        uow, table="deals", where=where + text_where, params=params + text_params,
+        page=page or PageRequest(), item=_deal, select=_SELECT, joins=_JOIN,
+    )
+
+
+@requires(Perm.DEALS_READ)
+async def stage_history(uow: UnitOfWork, deal_id: UUID) -> list[StageChange]:
+    """The deal's stage changes, oldest first."""
+    await _fetch(uow, deal_id)
+    rows = await uow.all("select * from public.deal_stage_history where deal_id = %s order by id", [deal_id])
+    return [StageChange.model_validate(r) for r in rows]
+
+
+@requires(Perm.DEALS_READ)
+async def stage_histories(uow: UnitOfWork, deal_ids: list[UUID]) -> dict[UUID, list[StageChange]]:
+    """Stage changes of several visible deals (batch loader)."""
+    rows = await uow.all(
+        "select * from public.deal_stage_history where deal_id = any(%s) order by deal_id, id", [deal_ids]
+    )
+    grouped: dict[UUID, list[StageChange]] = {}
+    for row in rows:
+        grouped.setdefault(row["deal_id"], []).append(StageChange.model_validate(row))
+    return grouped
+
+
+async def _stage(uow: UnitOfWork, stage_id: UUID) -> Stage:
+    try:
+        return await pipelines.get_stage(uow, stage_id)
+    except NotFound as exc:
+        raise Invalid(f"stage {stage_id} does not exist", field="stage_id") from exc
+
+
+async def _record_stage_change(uow: UnitOfWork, deal_id: UUID, old: UUID | None, new: UUID | None) -> None:
+    await uow.execute(
+        "insert into public.deal_stage_history (deal_id, from_stage_id, to_stage_id, changed_by)"
+        " values (%s, %s, %s, auth.uid())",
+        [deal_id, old, new],
+    )
+
+
+async def _resolve_placement(
+    uow: UnitOfWork, pipeline_id: UUID | None, stage_id: UUID | None
+) -> tuple[UUID, UUID | None]:
+    """(pipeline, stage) for a new deal: the named ones, else the default pipeline and its first stage."""
+    if stage_id is not None:
+        stage = await _stage(uow, stage_id)
+        if pipeline_id is not None and stage.pipeline_id != pipeline_id:
+            raise Invalid(f"stage {stage_id} is not in pipeline {pipeline_id}", field="stage_id")
+        return stage.pipeline_id, stage_id
+    try:
+        pipeline = (
+            await pipelines.default_pipeline(uow) if pipeline_id is None else await pipelines.get(uow, pipeline_id)
+        )
+    except NotFound as exc:
+        missing = "there is no pipeline yet; create one first" if pipeline_id is None else (
+            f"pipeline {pipeline_id} does not exist")
+        raise Invalid(missing, field="pipeline_id") from exc
+    return pipeline.id, pipeline.stages[0].id if pipeline.stages else None
+
+
+async def _insert_deal(uow: UnitOfWork, data: DealCreate, owner_id: UUID) -> Deal:
+    """Create the deal row and its first history entry."""
+    pipeline_id, stage_id = await _resolve_placement(uow, data.pipeline_id, data.stage_id)
+    await check_links(uow, {"person_id": data.person_id, "organization_id": data.organization_id})
+    values: dict[str, Any] = data.model_dump(exclude={"owner_id", "visibility", "pipeline_id", "stage_id"})
+    values.update(owner_id=owner_id, pipeline_id=pipeline_id, stage_id=stage_id)
+    if data.visibility is not None:
+        values["visibility"] = data.visibility.value
+    row = await records.insert(uow, "deals", values)
+    await _record_stage_change(uow, row["id"], None, stage_id)
+    deal = await _fetch(uow, row["id"])
+    await uow.audit("deal.create", "deal", deal.id, after=deal.model_dump())
+    uow.emit(
+        "crm/deal.created", deal_id=deal.id, owner_id=deal.owner_id, pipeline_id=deal.pipeline_id,
+        stage_id=deal.stage_id, value=deal.value, currency=deal.currency,
+    )
+    return deal
+
+
+@requires(Perm.DEALS_WRITE)
+async def create(uow: UnitOfWork, data: DealCreate, *, idempotency_key: str | None = None) -> Deal:
+    """Create a deal in the named pipeline/stage (default: the first pipeline's first stage)."""
+    if (done := await idempotency.claim(uow, idempotency_key, "deal.create")) is not None:
+        return await _fetch(uow, done)
+    owner_id = data.owner_id or uow.user_id
+    if owner_id is None:
+        raise Invalid("owner_id is required", field="owner_id")
+    await records.ensure_can_own(uow, "deal", owner_id)
+    deal = await _insert_deal(uow, data, owner_id)
+    await idempotency.complete(uow, idempotency_key, deal.id)
+    return deal
+
+
+async def _apply(
+    uow: UnitOfWork, before: Deal, changes: dict[str, Any], operation: str, expected_version: int | None
+) -> Deal:
+    await records.update(uow, "deals", "deal", before.id, changes, expected_version=expected_version)
+    after = await _fetch(uow, before.id)
+    await uow.audit(operation, "deal", before.id, before=before.model_dump(), after=after.model_dump())
+    return after
+
+
+@requires(Perm.DEALS_WRITE)
+async def update(
+    uow: UnitOfWork, deal_id: UUID, data: DealUpdate, *, expected_version: int | None = None
+) -> Deal:
+    """Change a deal's fields. Stage and status change through move_stage, mark_won, mark_lost, reopen."""
+    before = await _fetch_for_change(uow, deal_id)
+    changes = data.model_dump(exclude_unset=True)
+    for column in ("title", "value", "currency", "owner_id", "visibility"):
+        if column in changes and changes[column] is None:
+            raise Invalid(f"{column} cannot be null", field=column)
+    if "owner_id" in changes:
+        await records.ensure_can_own(uow, "deal", changes["owner_id"])
+    await check_links(uow, {k: changes.get(k) for k in ("person_id", "organization_id")})
+    after = await _apply(uow, before, changes, "deal.update", expected_version)
+    uow.emit("crm/deal.updated", deal_id=deal_id, fields=sorted(changes))
+    if "owner_id" in changes and changes["owner_id"] != before.owner_id:
+        uow.emit("crm/deal.owner_changed", deal_id=deal_id, from_owner_id=before.owner_id,
+                 to_owner_id=after.owner_id)
+    return after
+
+
+@requires(Perm.DEALS_WRITE)
+async def move_stage(
+    uow: UnitOfWork,
+    deal_id: UUID,
+    stage_id: UUID,
+    *,
+    pipeline_id: UUID | None = None,
+    expected_version: int | None = None,
+) -> Deal:
+    """Move a deal to a stage. A stage of another pipeline needs `pipeline_id` set to that pipeline too."""
+    before = await _fetch_for_change(uow, deal_id)
+    stage = await _stage(uow, stage_id)
+    target_pipeline = pipeline_id or before.pipeline_id
+    if stage.pipeline_id != target_pipeline:
+        if pipeline_id is None:
+            raise Invalid(
+                f"stage {stage_id} belongs to pipeline {stage.pipeline_id}, not the deal's pipeline"
+                f" {before.pipeline_id}; pass pipeline_id to move the deal to that pipeline",
+                field="stage_id",
+            )
+        raise Invalid(f"stage {stage_id} is not in pipeline {pipeline_id}", field="stage_id")
+    if stage_id == before.stage_id:
+        return before
+    changes = {"stage_id": stage_id, "pipeline_id": target_pipeline}
+    after = await _apply(uow, before, changes, "deal.move_stage", expected_version)
+    await _record_stage_change(uow, deal_id, before.stage_id, stage_id)
+    uow.emit(
+        "crm/deal.stage_changed", deal_id=deal_id, from_stage_id=before.stage_id, to_stage_id=stage_id,
+        from_pipeline_id=before.pipeline_id, to_pipeline_id=target_pipeline,
+    )
+    return after
+
+
+@requires(Perm.DEALS_WRITE)
+async def mark_won(uow: UnitOfWork, deal_id: UUID, *, expected_version: int | None = None) -> Deal:
+    before = await _fetch_for_change(uow, deal_id)
+    if before.status is DealStatus.WON:
+        raise Conflict(f"deal {deal_id} is already won")
+    changes = {"status": "won", "won_at": _now(), "lost_at": None, "lost_reason": None}
+    after = await _apply(uow, before, changes, "deal.mark_won", expected_version)
+    uow.emit("crm/deal.won", deal_id=deal_id, owner_id=after.owner_id, value=after.value, currency=after.currency)
+    return after
+
+
+@requires(Perm.DEALS_WRITE)
+async def mark_lost(
+    uow: UnitOfWork, deal_id: UUID, reason: str, *, expected_version: int | None = None
+) -> Deal:
+    """Mark a deal lost; the reason is required."""
+    if not reason or not reason.strip():
+        raise Invalid("a reason is required to mark a deal lost", field="reason")
+    before = await _fetch_for_change(uow, deal_id)
+    if before.status is DealStatus.LOST:
+        raise Conflict(f"deal {deal_id} is already lost")
+    changes = {"status": "lost", "lost_at": _now(), "lost_reason": reason.strip()[:1000], "won_at": None}
+    after = await _apply(uow, before, changes, "deal.mark_lost", expected_version)
+    uow.emit("crm/deal.lost", deal_id=deal_id, owner_id=after.owner_id, reason=after.lost_reason)
+    return after
+
+
+@requires(Perm.DEALS_WRITE)
+async def reopen(uow: UnitOfWork, deal_id: UUID, *, expected_version: int | None = None) -> Deal:
+    before = await _fetch_for_change(uow, deal_id)
+    if before.status is DealStatus.OPEN:
+        raise Conflict(f"deal {deal_id} is already open")
+    changes = {"status": "open", "won_at": None, "lost_at": None, "lost_reason": None}
+    after = await _apply(uow, before, changes, "deal.reopen", expected_version)
+    uow.emit("crm/deal.reopened", deal_id=deal_id, previous_status=before.status)
+    return after
+
+
+@requires(Perm.DEALS_DELETE)
+async def delete(uow: UnitOfWork, deal_id: UUID) -> None:
+    """Delete a deal with its stage history; its notes and activities stay, unlinked."""
+    before = await _fetch_for_change(uow, deal_id)
+    await records.delete(uow, "deals", "deal", deal_id)
+    await uow.audit("deal.delete", "deal", deal_id, before=before.model_dump())
+    uow.emit("crm/deal.deleted", deal_id=deal_id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

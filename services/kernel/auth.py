@@ -1,0 +1,69 @@
+"""From a bearer token to a Principal: verify the token, then read the user's roles and teams (under RLS)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from services.kernel.errors import Unauthenticated
+from services.kernel.permissions import Role, Scope
+from services.kernel.principal import Channel, Principal
+from services.kernel.tokens import TokenVerifier
+from services.kernel.uow import Database
+
+
+def scopes_from_claims(claims: dict[str, Any]) -> frozenset[Scope] | None:
+    """`scope` is a space-separated list; absent or empty means an unscoped (first-party) session.
+
+    An unknown scope refuses the token rather than being dropped: dropping could widen an agent's rights.
+    """
+    raw = claims.get("scope")
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise Unauthenticated("token scope claim must be a space-separated string")
+    names = raw.split()
+    if not names:
+        return None
+    known = {s.value: s for s in Scope}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise Unauthenticated(f"token has unknown scope {unknown[0]!r}")
+    return frozenset(known[n] for n in names)
+
+
+async def principal_from_claims(db: Database, claims: dict[str, Any], channel: Channel) -> Principal:
+    try:
+        user_id = UUID(str(claims["sub"]))
+    except (KeyError, ValueError) as exc:
+        raise Unauthenticated("token subject is not a user id") from exc
+    scopes = scopes_from_claims(claims)
+    scoped_claims = {"sub": str(user_id), "role": "authenticated"}
+    async with db.claims_transaction(scoped_claims) as uow:
+        row = await uow.one(
+            """
+            select p.email,
+                   array(select r.role from public.user_roles r where r.user_id = p.id) as roles,
+                   array(select m.team_id from public.team_members m where m.user_id = p.id) as team_ids
+            from public.user_profiles p
+            where p.id = auth.uid()
+            """
+        )
+    if row is None:
+        raise Unauthenticated("unknown user: no CRM profile for this account")
+    return Principal(
+        user_id=user_id,
+        roles=frozenset(Role(r) for r in row["roles"]),
+        team_ids=frozenset(row["team_ids"]),
+        scopes=scopes,
+        channel=channel,
+        email=row["email"],
+    )
+
+
+async def authenticate(db: Database, verifier: TokenVerifier, token: str, channel: Channel) -> Principal:
+    """The Principal for a bearer token, or Unauthenticated."""
+    claims = await verifier.verify(token)
+    if claims.get("role", "authenticated") != "authenticated":
+        raise Unauthenticated("only user sessions may call the CRM")
+    return await principal_from_claims(db, claims, channel)

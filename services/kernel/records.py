@@ -1,0 +1,147 @@
+"""Shared mechanics for owned records: the record rules in Python, and the row operations every domain uses
+(fetch, insert, versioned update, delete, paged list). The RLS policies enforce the same rules again in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any, TypeVar
+from uuid import UUID
+
+from psycopg import sql
+
+from services.kernel.errors import Conflict, Forbidden, NotFound
+from services.kernel.pagination import Page, PageRequest, build_page, keyset
+from services.kernel.uow import Row, UnitOfWork
+
+T = TypeVar("T")
+
+
+class Visibility(StrEnum):
+    OWNER = "owner"
+    TEAM = "team"
+    COMPANY = "company"
+
+
+async def owner_team_ids(uow: UnitOfWork, owner_id: UUID) -> frozenset[UUID]:
+    rows = await uow.all("select team_id from public.team_members where user_id = %s", [owner_id])
+    return frozenset(r["team_id"] for r in rows)
+
+
+async def may_change(uow: UnitOfWork, owner_id: UUID) -> bool:
+    """Admins, the owner, and managers of a team the owner is in may change a record."""
+    principal = uow.principal
+    if principal.is_admin or owner_id == principal.user_id:
+        return True
+    if principal.is_manager:
+        return bool(principal.team_ids & await owner_team_ids(uow, owner_id))
+    return False
+
+
+async def ensure_can_change(uow: UnitOfWork, entity: str, entity_id: UUID | None, owner_id: UUID) -> None:
+    if not await may_change(uow, owner_id):
+        target = f"{entity} {entity_id}" if entity_id else f"a {entity} owned by user {owner_id}"
+        raise Forbidden(f"only the owner, a manager of the owner's team, or an admin may change {target}")
+
+
+async def ensure_can_own(uow: UnitOfWork, entity: str, owner_id: UUID) -> None:
+    """Assigning a record to `owner_id` is allowed to whoever could change that owner's records."""
+    if owner_id == uow.user_id:
+        return
+    exists = await uow.one("select 1 from public.user_profiles where id = %s", [owner_id])
+    if exists is None:
+        raise NotFound("user", owner_id)
+    await ensure_can_change(uow, entity, None, owner_id)
+
+
+async def fetch(uow: UnitOfWork, table: str, entity: str, entity_id: UUID, *, lock: bool = False) -> Row:
+    """The row, or NotFound (also when RLS hides it)."""
+    query = sql.SQL("select * from {} where id = %s{}").format(
+        sql.Identifier("public", table), sql.SQL(" for update") if lock else sql.SQL("")
+    )
+    row = await uow.one(query.as_string(), [entity_id])
+    if row is None:
+        raise NotFound(entity, entity_id)
+    return row
+
+
+async def fetch_many(uow: UnitOfWork, table: str, ids: list[UUID]) -> list[Row]:
+    query = sql.SQL("select * from {} where id = any(%s)").format(sql.Identifier("public", table))
+    return await uow.all(query.as_string(), [ids])
+
+
+async def insert(uow: UnitOfWork, table: str, values: Mapping[str, Any]) -> Row:
+    query = sql.SQL("insert into {} ({}) values ({}) returning *").format(
+        sql.Identifier("public", table),
+        sql.SQL(", ").join(sql.Identifier(k) for k in values),
+        sql.SQL(", ").join(sql.Placeholder() for _ in values),
+    )
+    row = await uow.one(query.as_string(), list(values.values()))
+    assert row is not None
+    return row
+
+
+async def update(
+    uow: UnitOfWork,
+    table: str,
+    entity: str,
+    entity_id: UUID,
+    changes: Mapping[str, Any],
+    *,
+    expected_version: int | None = None,
+) -> Row:
+    """Apply `changes`; with `expected_version`, refuse with Conflict if someone else changed it first."""
+    query = sql.SQL("update {} set {} where id = %s{} returning *").format(
+        sql.Identifier("public", table),
+        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes)
+        if changes
+        else sql.SQL("version = version"),
+        sql.SQL(" and version = %s") if expected_version is not None else sql.SQL(""),
+    )
+    params: list[Any] = [*changes.values(), entity_id]
+    if expected_version is not None:
+        params.append(expected_version)
+    row = await uow.one(query.as_string(), params)
+    if row is None:
+        current = await uow.one(
+            sql.SQL("select version from {} where id = %s").format(sql.Identifier("public", table)).as_string(),
+            [entity_id],
+        )
+        if current is None:
+            raise NotFound(entity, entity_id)
+        if expected_version is not None and current["version"] != expected_version:
+            raise Conflict(
+                f"{entity} {entity_id} was changed by someone else (version {current['version']},"
+                f" expected {expected_version}); reload it and try again"
+            )
+        raise Forbidden(f"the database refused this change to {entity} {entity_id}")
+    return row
+
+
+async def delete(uow: UnitOfWork, table: str, entity: str, entity_id: UUID) -> None:
+    query = sql.SQL("delete from {} where id = %s").format(sql.Identifier("public", table))
+    if await uow.execute(query.as_string(), [entity_id]) == 0:
+        raise NotFound(entity, entity_id)
+
+
+async def list_page(
+    uow: UnitOfWork,
+    *,
+    table: str,
+    where: list[str],
+    params: list[Any],
+    page: PageRequest,
+    item: Callable[[Row], T],
+    select: str = "t.*",
+    joins: str = "",
+) -> Page[T]:
+    """One filtered, keyset-paginated page (alias `t`) plus the filter's total count."""
+    conditions = " and ".join(where) or "true"
+    from_clause = f"from public.{table} t {joins} where {conditions}"
+    count = await uow.one(f"select count(*) as n {from_clause}", params)
+    after_sql, after_params = keyset("t", page)
+    rows = await uow.all(
+        f"select {select} {from_clause} and {after_sql} order by t.created_at desc, t.id desc limit %s",
+        [*params, *after_params, page.limit + 1],
+    )
+    return build_page(rows, page, count["n"] if count else 0, item)

@@ -1,0 +1,57 @@
+"""Input pieces shared by the domains' schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.kernel.records import Visibility
+
+
+class OwnedInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    owner_id: UUID | None = Field(
+        None, description="Owner; default the caller. Others may be named by admins and their managers."
+    )
+    visibility: Visibility | None = Field(
+        None, description="Who sees it: owner, team or company. Default: the CRM's default visibility."
+    )
+
+
+class RecordFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    owner_id: UUID | None = Field(None, description="Only records owned by this user.")
+    team_id: UUID | None = Field(None, description="Only records whose owner is in this team.")
+    updated_since: datetime | None = Field(None, description="Only records changed at or after this time.")
+    text: str | None = Field(None, min_length=1, max_length=200, description="Case-insensitive text match.")
+
+
+def filter_conditions(f: RecordFilter, *, owner_column: str = "owner_id") -> tuple[list[str], list[Any]]:
+    """SQL conditions (alias `t`) for the filters every list shares."""
+    where: list[str] = []
+    params: list[Any] = []
+    if f.owner_id is not None:
+        where.append(f"t.{owner_column} = %s")
+        params.append(f.owner_id)
+    if f.team_id is not None:
+        where.append(f"t.{owner_column} in (select user_id from public.team_members where team_id = %s)")
+        params.append(f.team_id)
+    if f.updated_since is not None:
+        where.append("t.updated_at >= %s")
+        params.append(f.updated_since)
+    return where, params
+
+
+def text_condition(f: RecordFilter, column: str = "t.search_text") -> tuple[list[str], list[Any]]:
+    if not f.text:
+        return [], []
+    return [f"{column} like %s"], ["%" + escape_like(f.text.lower()) + "%"]
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

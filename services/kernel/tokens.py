@@ -1,0 +1,128 @@
+"""Verifying Supabase access tokens: HS256 with the project's secret, or asymmetric keys from a JWKS URL.
+
+The algorithm decides the key source and nothing else can: HS256 is only ever checked against the configured
+secret, asymmetric algorithms only against a JWKS key of the matching type, so a token signed with the public
+key as an HMAC secret (HS/RS confusion) or with `alg: none` never verifies.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import jwt
+
+from services.kernel.errors import Unauthenticated
+
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"})
+AUDIENCE = "authenticated"
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        *,
+        hs256_secret: str | None = None,
+        jwks_url: str | None = None,
+        issuer: str | None = None,
+        audience: str = AUDIENCE,
+        http_client: httpx.AsyncClient | None = None,
+        jwks_ttl_seconds: float = 600.0,
+        leeway_seconds: float = 0.0,
+    ) -> None:
+        if hs256_secret is None and jwks_url is None:
+            raise ValueError("a token verifier needs a JWT secret, a JWKS URL, or both")
+        self._secret = hs256_secret
+        self._jwks_url = jwks_url
+        self._issuer = issuer
+        self._audience = audience
+        self._http = http_client
+        self._ttl = jwks_ttl_seconds
+        self._leeway = leeway_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims, or Unauthenticated saying why it was refused."""
+        if not token:
+            raise Unauthenticated("missing bearer token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed token") from exc
+        alg = header.get("alg")
+        if alg == "HS256":
+            if self._secret is None:
+                raise Unauthenticated("HS256 tokens are not accepted here")
+            key: Any = self._secret
+        elif alg in ASYMMETRIC_ALGORITHMS:
+            if self._jwks_url is None:
+                raise Unauthenticated(f"{alg} tokens are not accepted here")
+            key = await self._key_for(header.get("kid"), alg)
+        else:
+            raise Unauthenticated(f"token algorithm {alg!r} is not accepted")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "aud"], "verify_iss": self._issuer is not None},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("token expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthenticated(f"token audience is not {self._audience!r}") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise Unauthenticated("token issuer is not trusted") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise Unauthenticated("token signature is invalid") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthenticated(f"token lacks the {exc.claim!r} claim") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from exc
+        return claims
+
+    async def _key_for(self, kid: str | None, alg: str) -> Any:
+        stale = time.monotonic() - self._fetched_at > self._ttl
+        if stale or (kid not in self._keys and time.monotonic() - self._fetched_at > 30):
+            await self._refresh()
+        if kid is None and len(self._keys) == 1:
+            jwk = next(iter(self._keys.values()))
+        elif kid in self._keys:
+            jwk = self._keys[kid]
+        else:
+            raise Unauthenticated("token signed by an unknown key")
+        if jwk.algorithm_name != alg:
+            raise Unauthenticated("token algorithm does not match its key")
+        return jwk.key
+
+    async def _refresh(self) -> None:
+        assert self._jwks_url is not None
+        client = self._http or httpx.AsyncClient(timeout=5.0)
+        try:
+            response = await client.get(self._jwks_url)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            if self._keys:  # keep serving the cached keys through a blip
+                return
+            raise Unauthenticated("signing keys are unavailable") from exc
+        finally:
+            if self._http is None:
+                await client.aclose()
+        keys: dict[str, jwt.PyJWK] = {}
+        for entry in document.get("keys", []):
+            if entry.get("use", "sig") != "sig":
+                continue
+            try:
+                jwk = jwt.PyJWK(entry)
+            except jwt.PyJWTError:
+                continue  # skip key types this library cannot use
+            if jwk.algorithm_name in ASYMMETRIC_ALGORITHMS:
+                keys[entry.get("kid", "")] = jwk
+        self._keys = keys
+        self._fetched_at = time.monotonic()

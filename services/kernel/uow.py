@@ -1,0 +1,195 @@
+"""The database pool and the unit of work: one transaction that runs AS the principal.
+
+Every unit of work starts with `request.jwt.claims` and `role` set transaction-locally, so each statement
+inside passes the RLS policies as that user (`authenticated`) or as the system (`service_role`). Services
+write through it, append audit rows, and emit events; the events land in the outbox just before commit,
+in the same transaction. Services never commit: leaving the `async with` block does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from pydantic_core import to_jsonable_python
+
+from services.kernel.errors import Conflict, Forbidden, Invalid, NotFound
+from services.kernel.principal import AnyPrincipal, Principal, SystemPrincipal
+
+Row = dict[str, Any]
+Params = Sequence[Any] | Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    data: dict[str, Any]
+
+
+@dataclass
+class UnitOfWork:
+    conn: psycopg.AsyncConnection[Row]
+    principal: AnyPrincipal
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def user_id(self) -> UUID | None:
+        return self.principal.user_id
+
+    # Queries. Database errors that the service layer did not pre-empt become domain errors here.
+
+    async def one(self, query: str, params: Params = None) -> Row | None:
+        cur = await self._execute(query, params)
+        return await cur.fetchone()
+
+    async def all(self, query: str, params: Params = None) -> list[Row]:
+        cur = await self._execute(query, params)
+        return await cur.fetchall()
+
+    async def execute(self, query: str, params: Params = None) -> int:
+        cur = await self._execute(query, params)
+        return cur.rowcount
+
+    async def _execute(self, query: str, params: Params) -> psycopg.AsyncCursor[Row]:
+        try:
+            return await self.conn.execute(query, params)  # type: ignore[arg-type]
+        except pg_errors.InsufficientPrivilege as exc:
+            raise Forbidden("the database refused this change for the current user") from exc
+        except pg_errors.CheckViolation as exc:
+            raise Invalid(f"violates rule {exc.diag.constraint_name}") from exc
+        except pg_errors.NotNullViolation as exc:
+            raise Invalid(f"{exc.diag.column_name} is required", field=exc.diag.column_name) from exc
+        except pg_errors.UniqueViolation as exc:
+            raise Conflict(f"already exists ({exc.diag.constraint_name})") from exc
+        except pg_errors.ForeignKeyViolation as exc:
+            raise Invalid(f"refers to a record that does not exist ({exc.diag.constraint_name})") from exc
+        except pg_errors.InvalidTextRepresentation as exc:
+            raise Invalid(str(exc.diag.message_primary)) from exc
+
+    # Bookkeeping.
+
+    def emit(self, name: str, /, **data: Any) -> None:
+        """Record a past-tense domain event; it reaches the outbox if and when this unit of work commits."""
+        self.events.append(Event(name, to_jsonable_python(data)))
+
+    async def audit(
+        self,
+        operation: str,
+        entity_type: str,
+        entity_id: UUID | None,
+        *,
+        before: Mapping[str, Any] | None = None,
+        after: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append an audit row with the changed fields' before/after values."""
+        diff = audit_diff(before, after)
+        await self.execute(
+            "select private.append_audit(%s, %s, %s, %s, %s)",
+            [self.principal.channel.value, operation, entity_type, entity_id, Jsonb(diff)],
+        )
+
+    async def _flush_events(self) -> None:
+        if not self.events:
+            return
+        async with self.conn.cursor() as cur:
+            await cur.executemany(
+                "insert into public.outbox (name, data, actor_id, channel) values (%s, %s, %s, %s)",
+                [
+                    (e.name, Jsonb(e.data), self.principal.user_id, self.principal.channel.value)
+                    for e in self.events
+                ],
+            )
+        self.events.clear()
+
+
+def audit_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`{"before": {...}, "after": {...}}` restricted to fields that differ (all fields on create/delete)."""
+    old = to_jsonable_python(dict(before or {}))
+    new = to_jsonable_python(dict(after or {}))
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    diff: dict[str, Any] = {}
+    if before is not None:
+        diff["before"] = {k: old.get(k) for k in keys if k in old}
+    if after is not None:
+        diff["after"] = {k: new.get(k) for k in keys if k in new}
+    return diff
+
+
+class Database:
+    """A pool of connections logged in as `authenticator` (never a superuser)."""
+
+    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10, prepare: bool = True) -> None:
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"row_factory": dict_row, "prepare_threshold": 5 if prepare else None},
+        )
+
+    async def open(self) -> None:
+        await self._pool.open(wait=True)
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute("select rolsuper, rolbypassrls from pg_roles where rolname = current_user")
+            ).fetchone()
+        if row is None or row["rolsuper"] or row["rolbypassrls"]:
+            await self._pool.close()
+            raise RuntimeError(
+                "the app's database login must be an unprivileged role (authenticator), not a superuser"
+            )
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def unit_of_work(self, principal: AnyPrincipal) -> AsyncIterator[UnitOfWork]:
+        """One transaction as `principal`; commits on normal exit, rolls back on any exception."""
+        role = "service_role" if isinstance(principal, SystemPrincipal) else "authenticated"
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true)",
+                [json.dumps(principal.claims()), role],
+            )
+            uow = UnitOfWork(conn, principal)
+            yield uow
+            await uow._flush_events()
+
+    @asynccontextmanager
+    async def claims_transaction(self, claims: Mapping[str, Any]) -> AsyncIterator[UnitOfWork]:
+        """A read-only transaction as raw token claims, before a Principal exists (used to build one)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
+                [json.dumps(dict(claims))],
+            )
+            await conn.execute("set transaction read only")
+            yield UnitOfWork(conn, _placeholder_principal(claims))
+
+
+def _placeholder_principal(claims: Mapping[str, Any]) -> Principal:
+    from services.kernel.principal import Channel
+
+    return Principal(UUID(str(claims["sub"])), frozenset(), frozenset(), None, Channel.CLI)
+
+
+def require_found(row: Row | None, entity: str, entity_id: object) -> Row:
+    if row is None:
+        raise NotFound(entity, entity_id)
+    return row

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from services.kernel.attachments import Links
+from services.kernel.schemas import RecordFilter
+
+_TAG = re.compile(r"<[^>\n]*>")
+_LINK_TARGET = re.compile(r"\]\(\s*<?([^)\s>]*)", re.IGNORECASE)
+_SAFE_SCHEMES = ("http:", "https:", "mailto:", "tel:")
+
+
+def _safe_target(match: re.Match[str]) -> str:
+    target = match.group(1)
+    scheme = re.match(r"^([a-z][a-z0-9+.-]*):", target, re.IGNORECASE)
+    if scheme and not target.lower().startswith(_SAFE_SCHEMES):
+        return "](#"
+    return match.group(0)
+
+
+def sanitize_markdown(body: str) -> str:
+    """Plain text or a safe subset of Markdown: no raw HTML, and links only to http(s), mailto and tel."""
+    text = _TAG.sub("", body.replace("\r\n", "\n"))
+    text = _LINK_TARGET.sub(_safe_target, text).strip()
+    if not text:
+        raise ValueError("a note needs some text")
+    return text
+
+
+NoteBody = Annotated[str, AfterValidator(sanitize_markdown)]
+
+
+class Note(Links):
+    id: UUID = Field(description="Note id.")
+    body: str = Field(description="Plain text or a safe subset of Markdown (no HTML).")
+    author_id: UUID = Field(description="Who wrote it.")
+    version: int = Field(description="Increments on every change (optimistic concurrency).")
+    created_at: datetime = Field(description="When it was written.")
+    updated_at: datetime = Field(description="When it last changed.")
+
+
+class NoteCreate(Links):
+    model_config = ConfigDict(extra="forbid")
+
+    body: NoteBody = Field(min_length=1, max_length=100000, description="Plain text or safe Markdown.")
+
+
+class NoteUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: NoteBody | None = Field(None, min_length=1, max_length=100000, description="New text.")
+    deal_id: UUID | None = Field(None, description="New deal link.")
+    lead_id: UUID | None = Field(None, description="New lead link.")
+    person_id: UUID | None = Field(None, description="New person link.")
+    organization_id: UUID | None = Field(None, description="New organization link.")
+
+
+class NoteFilter(RecordFilter):
+    deal_id: UUID | None = Field(None, description="Only notes of this deal.")
+    lead_id: UUID | None = Field(None, description="Only notes of this lead.")
+    person_id: UUID | None = Field(None, description="Only notes of this person.")
+    organization_id: UUID | None = Field(None, description="Only notes of this organization.")

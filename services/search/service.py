@@ -1,0 +1,80 @@
+"""One search across persons, organizations, deals and leads, ranked by trigram similarity.
+
+RLS hides what the caller may not see, and types the caller has no read permission for are skipped, so a
+hit is always something the caller could open.
+"""
+
+from __future__ import annotations
+
+from services.kernel.errors import Forbidden, Invalid
+from services.kernel.permissions import Perm, requires
+from services.kernel.schemas import escape_like
+from services.kernel.uow import UnitOfWork
+from services.search.schemas import SearchHit, SearchType
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 50
+
+_READ = {
+    SearchType.PERSON: Perm.CONTACTS_READ,
+    SearchType.ORGANIZATION: Perm.CONTACTS_READ,
+    SearchType.DEAL: Perm.DEALS_READ,
+    SearchType.LEAD: Perm.LEADS_READ,
+}
+
+# Per type: table, title expression, context expression. All read `t.search_text` (lowercased, trigram-indexed).
+_SOURCES = {
+    SearchType.PERSON: (
+        "persons", "t.name",
+        "concat_ws(' · ', t.emails[1], t.job_title)",
+    ),
+    SearchType.ORGANIZATION: ("organizations", "t.name", "coalesce(t.domain, '')"),
+    SearchType.DEAL: (
+        "deals", "t.title",
+        "concat_ws(' · ', t.status || ' deal', t.value::text || ' ' || t.currency)",
+    ),
+    SearchType.LEAD: (
+        "leads", "t.title",
+        "concat_ws(' · ', t.status || ' lead', t.contact_name, t.contact_email, t.organization_name)",
+    ),
+}
+
+
+@requires(None)
+async def search(
+    uow: UnitOfWork, query: str, *, types: list[SearchType] | None = None, limit: int = DEFAULT_LIMIT
+) -> list[SearchHit]:
+    """Find records by name, email, domain or title. Each type needs its own read permission
+    (contacts:read for persons and organizations, deals:read, leads:read); unreadable types are skipped."""
+    text = " ".join(query.split()).lower()
+    if len(text) < 2:
+        raise Invalid("search needs at least 2 characters", field="query")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Invalid(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
+    wanted = list(dict.fromkeys(types or list(SearchType)))
+    readable = [t for t in wanted if uow.principal.can(_READ[t])]
+    if not readable:
+        raise Forbidden("no permission to read any of the requested record types")
+    contains = "%" + escape_like(text) + "%"
+    prefix = escape_like(text) + "%"
+    branches = []
+    params: list[object] = []
+    for kind in readable:
+        table, title, context = _SOURCES[kind]
+        branches.append(
+            f"""
+            (select '{kind.value}' as type, t.id, {title} as title, {context} as context,
+                    extensions.word_similarity(%s, t.search_text)
+                      + case when t.search_text like %s then 0.5 else 0 end
+                      + case when lower({title}) like %s then 0.5 else 0 end as score
+             from public.{table} t
+             where t.search_text like %s or %s operator(extensions.<%%) t.search_text
+             order by score desc, t.id
+             limit %s)
+            """
+        )
+        params += [text, contains, prefix, contains, text, limit]
+    sql = " union all ".join(branches) + " order by score desc, title, id limit %s"
+    rows = await uow.all(sql, [*params, limit])
+    return [SearchHit(id=r["id"], type=r["type"], title=r["title"], context=r["context"] or "",
+                      score=round(float(r["score"]), 4)) for r in rows]

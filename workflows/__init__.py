@@ -1,0 +1,1 @@
+"""Inngest functions and the outbox relay, over the service layer."""
