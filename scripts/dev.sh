@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Quickstart: set up, then run PipeCD on the embedded Postgres with the demo company.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+exec .venv/bin/pipecd dev "$@"

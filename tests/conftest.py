@@ -1,0 +1,217 @@
+"""Test fixtures: a real Postgres, a migrated template database, and a fresh copy of it for every test.
+
+The server is the embedded Postgres (started in `.pipecd/test-pgdata`) unless TEST_DATABASE_URL names another
+one (an admin URL; tests create and drop their own databases there). The template holds the migrations and a
+small company: admin alice, manager mia and member bob (team East), member dan (East), member carol (West),
+viewer vic, and the "Sales" pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pipecd.accounts import create_local_user, grant_access
+from pipecd.database.embedded import EmbeddedPostgres
+from pipecd.database.migrations import migrate
+from services.kernel.permissions import Role, Scope
+from services.kernel.principal import Channel, Principal
+from services.kernel.uow import Database, UnitOfWork
+from services.pipelines import service as pipelines
+from services.pipelines.schemas import PipelineCreate, StageInput
+
+ROOT = Path(__file__).resolve().parents[1]
+_counter = itertools.count()
+
+
+def with_database(url: str, name: str, **extra: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = name
+    params.update(extra)
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Person:
+    """A test user: id, email, role, and team names."""
+
+    key: str
+    id: UUID
+    email: str
+    role: Role
+    teams: tuple[str, ...]
+
+
+PEOPLE = {
+    "alice": (Role.ADMIN, ()),
+    "mia": (Role.MANAGER, ("East",)),
+    "bob": (Role.MEMBER, ("East",)),
+    "dan": (Role.MEMBER, ("East",)),
+    "carol": (Role.MEMBER, ("West",)),
+    "vic": (Role.VIEWER, ()),
+}
+
+
+@dataclass
+class Company:
+    people: dict[str, Person]
+    team_ids: dict[str, UUID]
+    sales_pipeline_id: UUID
+    sales_stage_ids: list[UUID]
+
+    def principal(
+        self, key: str, *, scopes: frozenset[Scope] | None = None, channel: Channel = Channel.GRAPHQL
+    ) -> Principal:
+        person = self.people[key]
+        return Principal(
+            user_id=person.id,
+            roles=frozenset({person.role}),
+            team_ids=frozenset(self.team_ids[t] for t in person.teams),
+            scopes=scopes,
+            channel=channel,
+            email=person.email,
+        )
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """Admin URL of the server's maintenance database."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedPostgres(ROOT / ".pipecd" / "test-pgdata")
+    was_running = server.status().running
+    server.start()
+    yield server.admin_url("postgres")
+    if not was_running:
+        server.stop()
+
+
+def as_app_login(url: str) -> str:
+    """The same database, logged in as the app's pool login (`authenticator`, no password under trust)."""
+    params = {k: v for k, v in conninfo_to_dict(url).items() if k != "password"}
+    params["user"] = "authenticator"
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+async def _build_company(admin: str) -> Company:
+    app = as_app_login(admin)
+    people: dict[str, Person] = {}
+    async with Database(app, max_size=2) as db:
+        for key, (role, teams) in PEOPLE.items():
+            email = f"{key}@example.com"
+            account = create_local_user(admin, email, key.title())
+            for team in teams:
+                await grant_access(db, account.id, role, team)
+            if not teams:
+                await grant_access(db, account.id, role, None)
+            people[key] = Person(key, account.id, email, role, teams)
+        with psycopg.connect(admin) as conn:
+            team_ids = {name: tid for tid, name in conn.execute("select id, name from public.teams").fetchall()}
+        company = Company(people, team_ids, UUID(int=0), [])
+        async with db.unit_of_work(company.principal("alice")) as uow:
+            sales = await pipelines.create(
+                uow,
+                PipelineCreate(
+                    name="Sales",
+                    stages=[
+                        StageInput(name="Qualified", win_probability=10),
+                        StageInput(name="Contact Made", win_probability=25),
+                        StageInput(name="Proposal", win_probability=50),
+                        StageInput(name="Negotiation", win_probability=75),
+                    ],
+                ),
+            )
+        company.sales_pipeline_id = sales.id
+        company.sales_stage_ids = [s.id for s in sales.stages]
+    with psycopg.connect(admin) as conn:  # the fixture's own bookkeeping is not part of any test
+        conn.execute("truncate public.audit_log, public.outbox")
+    return company
+
+
+@pytest.fixture(scope="session")
+def template(server_url: str) -> Iterator[tuple[str, Company]]:
+    """A migrated database with the test company, copied for each test."""
+    name = f"pipecd_tmpl_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}"')
+        conn.execute(f'create database "{name}"')
+    admin = with_database(server_url, name)
+    migrate(admin)
+    company = asyncio.run(_build_company(admin))
+    yield name, company
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def admin_url(server_url: str, template: tuple[str, Company]) -> Iterator[str]:
+    """Admin URL of this test's own copy of the template."""
+    name = f"pipecd_test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}" template "{template[0]}"')
+    yield with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def company(template: tuple[str, Company]) -> Company:
+    return template[1]
+
+
+@pytest.fixture
+def app_url(admin_url: str) -> str:
+    return as_app_login(admin_url)
+
+
+@pytest.fixture
+async def db(app_url: str) -> AsyncIterator[Database]:
+    database = Database(app_url, min_size=1, max_size=4)
+    await database.open()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def admin(admin_url: str) -> Iterator[psycopg.Connection]:
+    """A superuser connection to this test's database, for checking what was (not) written."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        yield conn
+
+
+class Actors:
+    """Units of work as the test company's people: `async with actors.uow("bob") as uow: ...`."""
+
+    def __init__(self, db: Database, company: Company) -> None:
+        self.db = db
+        self.company = company
+
+    def uow(self, key: str, *, scopes: frozenset[Scope] | None = None, channel: Channel = Channel.GRAPHQL):
+        return self.db.unit_of_work(self.company.principal(key, scopes=scopes, channel=channel))
+
+    def id(self, key: str) -> UUID:
+        return self.company.people[key].id
+
+
+@pytest.fixture
+def actors(db: Database, company: Company) -> Actors:
+    return Actors(db, company)
+
+
+def counts(conn: psycopg.Connection, *tables: str) -> dict[str, int]:
+    """Row counts, read as superuser (RLS does not apply)."""
+    return {t: conn.execute(f"select count(*) from public.{t}").fetchone()[0] for t in tables}  # type: ignore[index]
+
+
+__all__ = ["Actors", "Company", "UnitOfWork", "counts"]
