@@ -1,6 +1,7 @@
 -- Access control: permission vocabulary, roles, users, teams, settings, and the helpers every RLS policy uses.
 -- The vocabulary mirrors services/kernel/permissions.py (a test keeps the two equal).
 
+create schema if not exists extensions;
 create extension if not exists pg_trgm with schema extensions;
 
 create schema if not exists private;
