@@ -205,8 +205,9 @@ as $$
   select coalesce((select value #>> '{}' from public.crm_settings where key = 'default_visibility'), 'company')
 $$;
 
--- The record rules, written once. Plain SQL functions so the planner inlines them into policies,
--- and the (select ...) wrappers evaluate each helper once per statement.
+-- The record rules for one record at a time (used by functions that check a single row). Table policies
+-- spell the same expressions out inline: Postgres never inlines a function containing sub-selects, and inline
+-- the (select ...) helpers run once per statement instead of once per row.
 create function private.can_see(owner_id uuid, visibility text) returns boolean
 language sql stable
 as $$

@@ -56,28 +56,68 @@ alter table public.organizations enable row level security;
 alter table public.persons enable row level security;
 
 create policy organizations_select on public.organizations for select to authenticated
-  using ((select private.has_permission('contacts:read')) and private.can_see(owner_id, visibility));
+  using ((select private.has_permission('contacts:read')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids())))));
 create policy organizations_insert on public.organizations for insert to authenticated
-  with check ((select private.has_permission('contacts:write')) and private.can_change(owner_id));
+  with check ((select private.has_permission('contacts:write')) and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 create policy organizations_update on public.organizations for update to authenticated
-  using ((select private.has_permission('contacts:write')) and private.can_see(owner_id, visibility)
-         and private.can_change(owner_id))
-  with check (private.can_change(owner_id));
+  using ((select private.has_permission('contacts:write')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids()))))
+         and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))))
+  with check ((owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 create policy organizations_delete on public.organizations for delete to authenticated
-  using ((select private.has_permission('contacts:delete')) and private.can_see(owner_id, visibility)
-         and private.can_change(owner_id));
+  using ((select private.has_permission('contacts:delete')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids()))))
+         and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 
 create policy persons_select on public.persons for select to authenticated
-  using ((select private.has_permission('contacts:read')) and private.can_see(owner_id, visibility));
+  using ((select private.has_permission('contacts:read')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids())))));
 create policy persons_insert on public.persons for insert to authenticated
-  with check ((select private.has_permission('contacts:write')) and private.can_change(owner_id));
+  with check ((select private.has_permission('contacts:write')) and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 create policy persons_update on public.persons for update to authenticated
-  using ((select private.has_permission('contacts:write')) and private.can_see(owner_id, visibility)
-         and private.can_change(owner_id))
-  with check (private.can_change(owner_id));
+  using ((select private.has_permission('contacts:write')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids()))))
+         and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))))
+  with check ((owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 create policy persons_delete on public.persons for delete to authenticated
-  using ((select private.has_permission('contacts:delete')) and private.can_see(owner_id, visibility)
-         and private.can_change(owner_id));
+  using ((select private.has_permission('contacts:delete')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids()))))
+         and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 
 revoke all on public.organizations, public.persons from anon, authenticated;
 grant select, insert, update, delete on public.organizations, public.persons to authenticated;

@@ -57,16 +57,36 @@ alter table public.deals enable row level security;
 alter table public.deal_stage_history enable row level security;
 
 create policy deals_select on public.deals for select to authenticated
-  using ((select private.has_permission('deals:read')) and private.can_see(owner_id, visibility));
+  using ((select private.has_permission('deals:read')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids())))));
 create policy deals_insert on public.deals for insert to authenticated
-  with check ((select private.has_permission('deals:write')) and private.can_change(owner_id));
+  with check ((select private.has_permission('deals:write')) and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 create policy deals_update on public.deals for update to authenticated
-  using ((select private.has_permission('deals:write')) and private.can_see(owner_id, visibility)
-         and private.can_change(owner_id))
-  with check (private.can_change(owner_id));
+  using ((select private.has_permission('deals:write')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids()))))
+         and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))))
+  with check ((owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 create policy deals_delete on public.deals for delete to authenticated
-  using ((select private.has_permission('deals:delete')) and private.can_see(owner_id, visibility)
-         and private.can_change(owner_id));
+  using ((select private.has_permission('deals:delete')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids()))))
+         and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 
 -- History is readable with its deal and written only by the one changing the deal; never edited.
 create policy deal_stage_history_select on public.deal_stage_history for select to authenticated

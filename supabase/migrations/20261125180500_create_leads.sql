@@ -39,16 +39,36 @@ create trigger leads_touch before update on public.leads
 alter table public.leads enable row level security;
 
 create policy leads_select on public.leads for select to authenticated
-  using ((select private.has_permission('leads:read')) and private.can_see(owner_id, visibility));
+  using ((select private.has_permission('leads:read')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids())))));
 create policy leads_insert on public.leads for insert to authenticated
-  with check ((select private.has_permission('leads:write')) and private.can_change(owner_id));
+  with check ((select private.has_permission('leads:write')) and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 create policy leads_update on public.leads for update to authenticated
-  using ((select private.has_permission('leads:write')) and private.can_see(owner_id, visibility)
-         and private.can_change(owner_id))
-  with check (private.can_change(owner_id));
+  using ((select private.has_permission('leads:write')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids()))))
+         and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))))
+  with check ((owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 create policy leads_delete on public.leads for delete to authenticated
-  using ((select private.has_permission('leads:delete')) and private.can_see(owner_id, visibility)
-         and private.can_change(owner_id));
+  using ((select private.has_permission('leads:delete')) and (visibility = 'company'
+              or owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))
+              or (visibility = 'team' and owner_id in (select unnest(private.teammate_ids()))))
+         and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids()))));
 
 revoke all on public.leads from anon, authenticated;
 grant select, insert, update, delete on public.leads to authenticated;

@@ -80,15 +80,23 @@ create policy activities_select on public.activities for select to authenticated
   using ((select private.has_permission('activities:read'))
          and private.can_see_attached(owner_id, deal_id, lead_id, person_id, organization_id));
 create policy activities_insert on public.activities for insert to authenticated
-  with check ((select private.has_permission('activities:write')) and private.can_change(owner_id)
+  with check ((select private.has_permission('activities:write')) and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids())))
               and private.can_see_attached(owner_id, deal_id, lead_id, person_id, organization_id));
 create policy activities_update on public.activities for update to authenticated
-  using ((select private.has_permission('activities:write')) and private.can_change(owner_id)
+  using ((select private.has_permission('activities:write')) and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids())))
          and private.can_see_attached(owner_id, deal_id, lead_id, person_id, organization_id))
-  with check (private.can_change(owner_id)
+  with check ((owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids())))
               and private.can_see_attached(owner_id, deal_id, lead_id, person_id, organization_id));
 create policy activities_delete on public.activities for delete to authenticated
-  using ((select private.has_permission('activities:delete')) and private.can_change(owner_id)
+  using ((select private.has_permission('activities:delete')) and (owner_id = (select auth.uid())
+              or (select private.is_admin())
+              or owner_id in (select unnest(private.managed_user_ids())))
          and private.can_see_attached(owner_id, deal_id, lead_id, person_id, organization_id));
 
 create policy notes_select on public.notes for select to authenticated
@@ -98,12 +106,18 @@ create policy notes_insert on public.notes for insert to authenticated
   with check ((select private.has_permission('notes:write')) and author_id = (select auth.uid())
               and private.can_see_attached(author_id, deal_id, lead_id, person_id, organization_id));
 create policy notes_update on public.notes for update to authenticated
-  using ((select private.has_permission('notes:write')) and private.can_change(author_id)
+  using ((select private.has_permission('notes:write')) and (author_id = (select auth.uid())
+              or (select private.is_admin())
+              or author_id in (select unnest(private.managed_user_ids())))
          and private.can_see_attached(author_id, deal_id, lead_id, person_id, organization_id))
-  with check (private.can_change(author_id)
+  with check ((author_id = (select auth.uid())
+              or (select private.is_admin())
+              or author_id in (select unnest(private.managed_user_ids())))
               and private.can_see_attached(author_id, deal_id, lead_id, person_id, organization_id));
 create policy notes_delete on public.notes for delete to authenticated
-  using ((select private.has_permission('notes:delete')) and private.can_change(author_id)
+  using ((select private.has_permission('notes:delete')) and (author_id = (select auth.uid())
+              or (select private.is_admin())
+              or author_id in (select unnest(private.managed_user_ids())))
          and private.can_see_attached(author_id, deal_id, lead_id, person_id, organization_id));
 
 revoke all on public.activities, public.notes from anon, authenticated;
