@@ -89,12 +89,29 @@ def server_url() -> Iterator[str]:
     if configured:
         yield configured
         return
+    # Several pytest runs may share the server: each registers itself, and the last one out stops it.
     server = EmbeddedPostgres(ROOT / ".pipecd" / "test-pgdata")
-    was_running = server.status().running
+    sessions = ROOT / ".pipecd" / "test-sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    mine = sessions / str(os.getpid())
+    mine.touch()
     server.start()
-    yield server.admin_url("postgres")
-    if not was_running:
-        server.stop()
+    try:
+        yield server.admin_url("postgres")
+    finally:
+        mine.unlink(missing_ok=True)
+        if not any(_alive(int(other.name)) for other in sessions.iterdir() if other.name.isdigit()):
+            server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def as_app_login(url: str) -> str:

@@ -17,6 +17,7 @@ from services.contacts.schemas import (
     organization_name_key,
 )
 from services.kernel import idempotency, records
+from services.kernel.attachments import check_links
 from services.kernel.errors import DuplicateFound, Invalid
 from services.kernel.pagination import Page, PageRequest
 from services.kernel.permissions import Perm, requires
@@ -181,11 +182,6 @@ async def _find_person_twin(uow: UnitOfWork, emails: list[str]) -> Row | None:
     )
 
 
-async def _check_organization(uow: UnitOfWork, organization_id: UUID | None) -> None:
-    if organization_id is not None:
-        await records.fetch(uow, "organizations", "organization", organization_id)
-
-
 @requires(Perm.CONTACTS_READ)
 async def find_person_by_email(uow: UnitOfWork, email: str) -> Person | None:
     """The visible person with this email address, if there is one."""
@@ -207,7 +203,7 @@ async def create_person(
     if owner_id is None:
         raise Invalid("owner_id is required", field="owner_id")
     await records.ensure_can_own(uow, "person", owner_id)
-    await _check_organization(uow, data.organization_id)
+    await check_links(uow, {"organization_id": data.organization_id})
     if not force and (twin := await _find_person_twin(uow, data.emails)) is not None:
         shared = sorted(set(twin["emails"]) & set(data.emails))
         raise DuplicateFound("person", twin["id"], f"same email {shared[0]}")
@@ -231,8 +227,7 @@ async def update_person(
     changes = data.model_dump(exclude_unset=True)
     if changes.get("owner_id"):
         await records.ensure_can_own(uow, "person", changes["owner_id"])
-    if "organization_id" in changes:
-        await _check_organization(uow, changes["organization_id"])
+    await check_links(uow, {"organization_id": changes.get("organization_id")})
     for column in ("first_name", "last_name", "emails", "phones"):
         if column in changes and changes[column] is None:
             raise Invalid(f"{column} cannot be null", field=column)

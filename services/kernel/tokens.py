@@ -17,6 +17,7 @@ from services.kernel.errors import Unauthenticated
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"})
 AUDIENCE = "authenticated"
+_RETRY_SECONDS = 30.0
 
 
 class TokenVerifier:
@@ -88,7 +89,7 @@ class TokenVerifier:
 
     async def _key_for(self, kid: str | None, alg: str) -> Any:
         stale = time.monotonic() - self._fetched_at > self._ttl
-        if stale or (kid not in self._keys and time.monotonic() - self._fetched_at > 30):
+        if stale or (kid not in self._keys and time.monotonic() - self._fetched_at > _RETRY_SECONDS):
             await self._refresh()
         if kid is None and len(self._keys) == 1:
             jwk = next(iter(self._keys.values()))
@@ -108,7 +109,10 @@ class TokenVerifier:
             response.raise_for_status()
             document = response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            if self._keys:  # keep serving the cached keys through a blip
+            if self._keys:
+                # Keep serving the cached keys through an outage, and retry at most every 30 s rather than
+                # making every request wait on a failing endpoint.
+                self._fetched_at = time.monotonic() - max(self._ttl - _RETRY_SECONDS, 0)
                 return
             raise Unauthenticated("signing keys are unavailable") from exc
         finally:

@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic_core import to_jsonable_python
 
-from services.kernel.errors import Conflict, Forbidden, Invalid, NotFound
+from services.kernel.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
 from services.kernel.principal import AnyPrincipal, Principal, SystemPrincipal
 
 Row = dict[str, Any]
@@ -62,18 +62,10 @@ class UnitOfWork:
     async def _execute(self, query: str, params: Params) -> psycopg.AsyncCursor[Row]:
         try:
             return await self.conn.execute(query, params)  # type: ignore[arg-type]
-        except pg_errors.InsufficientPrivilege as exc:
-            raise Forbidden("the database refused this change for the current user") from exc
-        except pg_errors.CheckViolation as exc:
-            raise Invalid(f"violates rule {exc.diag.constraint_name}") from exc
-        except pg_errors.NotNullViolation as exc:
-            raise Invalid(f"{exc.diag.column_name} is required", field=exc.diag.column_name) from exc
-        except pg_errors.UniqueViolation as exc:
-            raise Conflict(f"already exists ({exc.diag.constraint_name})") from exc
-        except pg_errors.ForeignKeyViolation as exc:
-            raise Invalid(f"refers to a record that does not exist ({exc.diag.constraint_name})") from exc
-        except pg_errors.InvalidTextRepresentation as exc:
-            raise Invalid(str(exc.diag.message_primary)) from exc
+        except psycopg.Error as exc:
+            if (mapped := domain_error(exc)) is None:
+                raise
+            raise mapped from exc
 
     # Bookkeeping.
 
@@ -111,11 +103,31 @@ class UnitOfWork:
         self.events.clear()
 
 
+def domain_error(exc: psycopg.Error) -> ServiceError | None:
+    """The domain error for a database error the service layer did not pre-empt (None: not a domain matter)."""
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return Forbidden("the database refused this change for the current user")
+    if isinstance(exc, pg_errors.CheckViolation):
+        return Invalid(f"violates rule {exc.diag.constraint_name}")
+    if isinstance(exc, pg_errors.NotNullViolation):
+        return Invalid(f"{exc.diag.column_name} is required", field=exc.diag.column_name)
+    if isinstance(exc, pg_errors.UniqueViolation):
+        return Conflict(f"already exists ({exc.diag.constraint_name}); reload and try again")
+    if isinstance(exc, pg_errors.ForeignKeyViolation):
+        return Invalid(f"refers to a record that does not exist ({exc.diag.constraint_name})")
+    if isinstance(exc, pg_errors.InvalidTextRepresentation):
+        return Invalid(str(exc.diag.message_primary))
+    if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
+        return Conflict("a concurrent change got in the way; try again")
+    return None
+
+
 def audit_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any]:
     """`{"before": {...}, "after": {...}}` restricted to fields that differ (all fields on create/delete)."""
     old = to_jsonable_python(dict(before or {}))
     new = to_jsonable_python(dict(after or {}))
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    both = before is not None and after is not None
+    keys = sorted(k for k in set(old) | set(new) if not both or old.get(k) != new.get(k))
     diff: dict[str, Any] = {}
     if before is not None:
         diff["before"] = {k: old.get(k) for k in keys if k in old}
@@ -162,14 +174,20 @@ class Database:
     async def unit_of_work(self, principal: AnyPrincipal) -> AsyncIterator[UnitOfWork]:
         """One transaction as `principal`; commits on normal exit, rolls back on any exception."""
         role = "service_role" if isinstance(principal, SystemPrincipal) else "authenticated"
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true)",
-                [json.dumps(principal.claims()), role],
-            )
-            uow = UnitOfWork(conn, principal)
-            yield uow
-            await uow._flush_events()
+        async with self._pool.connection() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true)",
+                        [json.dumps(principal.claims()), role],
+                    )
+                    uow = UnitOfWork(conn, principal)
+                    yield uow
+                    await uow._flush_events()
+            except psycopg.Error as exc:  # deferred constraints fail at commit
+                if (mapped := domain_error(exc)) is None:
+                    raise
+                raise mapped from exc
 
     @asynccontextmanager
     async def claims_transaction(self, claims: Mapping[str, Any]) -> AsyncIterator[UnitOfWork]:

@@ -128,8 +128,9 @@ async def _set_status(
         raise Conflict(f"lead {lead_id} is converted")
     if before.status is status:
         return before
-    after = await _apply(uow, before, {"status": status.value}, f"lead.{status.value}", expected_version)
-    uow.emit(f"crm/lead.{'archived' if status is LeadStatus.ARCHIVED else 'unarchived'}", lead_id=lead_id)
+    verb = "archive" if status is LeadStatus.ARCHIVED else "unarchive"
+    after = await _apply(uow, before, {"status": status.value}, f"lead.{verb}", expected_version)
+    uow.emit(f"crm/lead.{verb}d", lead_id=lead_id)
     return after
 
 
@@ -195,7 +196,13 @@ async def convert(uow: UnitOfWork, lead_id: UUID, options: LeadConversion | None
     deal (default: first stage of the first pipeline), move the lead's notes and activities to the deal, and
     mark the lead converted. Converting a converted lead again returns the existing deal and changes nothing."""
     opts = options or LeadConversion()
-    lead = await _fetch(uow, lead_id, lock=True)
+    lead = await _fetch(uow, lead_id)
+    if lead.status is not LeadStatus.CONVERTED:
+        await records.ensure_can_change(uow, "lead", lead_id, lead.owner_id)
+        # Lock only once the caller may change it: FOR UPDATE also applies the update policy, which would
+        # hide a visible lead that is not the caller's (NotFound instead of Forbidden). The locked read also
+        # sees a conversion that committed while we waited.
+        lead = await _fetch(uow, lead_id, lock=True)
     if lead.status is LeadStatus.CONVERTED:
         if lead.converted_deal_id is None:
             raise Conflict(f"lead {lead_id} was converted, but its deal has since been deleted")
@@ -203,7 +210,6 @@ async def convert(uow: UnitOfWork, lead_id: UUID, options: LeadConversion | None
             lead=lead, deal=await deals.get(uow, lead.converted_deal_id),
             created_person=False, created_organization=False, already_converted=True,
         )
-    await records.ensure_can_change(uow, "lead", lead_id, lead.owner_id)
     if lead.status is LeadStatus.ARCHIVED:
         raise Conflict(f"lead {lead_id} is archived; unarchive it before converting")
     person_id, created_person = await _person_for(uow, lead)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import re
 from datetime import datetime
 from typing import Annotated
@@ -10,23 +11,34 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from services.kernel.attachments import Links
 from services.kernel.schemas import RecordFilter
 
-_TAG = re.compile(r"<[^>\n]*>")
-_LINK_TARGET = re.compile(r"\]\(\s*<?([^)\s>]*)", re.IGNORECASE)
+# Raw HTML as CommonMark reads it: `<` then a letter, `/`, `!` or `?`, up to the next `>`, across lines.
+# Stripped until none is left, so removing one tag cannot join the text around it into another.
+_TAG = re.compile(r"<[A-Za-z/!?][^>]*>")
+# The destination of an inline link or image (`](target`, parentheses balanced one level deep as in
+# `alert(1)`, or `<target>`), and of a link reference definition (`[label]: target`).
+_DESTINATION = r"(<[^>\n]*>|(?:[^()\s<>]|\([^()\s<>]*\))*)"
+_LINK_TARGET = re.compile(r"(\]\(\s*)" + _DESTINATION)
+_LINK_DEFINITION = re.compile(r"^( {0,3}\[[^\]\n]+\]:\s*)" + _DESTINATION, re.MULTILINE)
 _SAFE_SCHEMES = ("http:", "https:", "mailto:", "tel:")
 
 
 def _safe_target(match: re.Match[str]) -> str:
-    target = match.group(1)
+    # Judge the target as a renderer and a browser will read it: backslash escapes and character
+    # references resolved, whitespace and control characters dropped.
+    target = re.sub(r"[\x00-\x20\x7f]", "", html.unescape(match.group(2).strip("<>").replace("\\", "")))
     scheme = re.match(r"^([a-z][a-z0-9+.-]*):", target, re.IGNORECASE)
     if scheme and not target.lower().startswith(_SAFE_SCHEMES):
-        return "](#"
+        return match.group(1) + "#"
     return match.group(0)
 
 
 def sanitize_markdown(body: str) -> str:
     """Plain text or a safe subset of Markdown: no raw HTML, and links only to http(s), mailto and tel."""
-    text = _TAG.sub("", body.replace("\r\n", "\n"))
-    text = _LINK_TARGET.sub(_safe_target, text).strip()
+    text = body.replace("\r\n", "\n")
+    while (stripped := _TAG.sub("", text)) != text:
+        text = stripped
+    text = _LINK_TARGET.sub(_safe_target, text)
+    text = _LINK_DEFINITION.sub(_safe_target, text).strip()
     if not text:
         raise ValueError("a note needs some text")
     return text

@@ -74,7 +74,8 @@ async def search(
             """
         )
         params += [text, contains, prefix, contains, text, limit]
-    sql = " union all ".join(branches) + " order by score desc, title, id limit %s"
+    # The outer select keeps a single branch valid (its own ORDER BY/LIMIT cannot take a second ORDER BY).
+    sql = "select * from (" + " union all ".join(branches) + ") hits order by score desc, title, id limit %s"
     rows = await uow.all(sql, [*params, limit])
     return [SearchHit(id=r["id"], type=r["type"], title=r["title"], context=r["context"] or "",
                       score=round(float(r["score"]), 4)) for r in rows]

@@ -1,0 +1,474 @@
+"""The `pipecd` command, driven in-process against this test's database; Supabase Auth faked at the HTTP edge."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import psycopg
+import pytest
+import respx
+from conftest import counts
+from psycopg.types.json import Jsonb
+from typer.testing import CliRunner, Result
+
+from pipecd.accounts import create_supabase_user, grant_access
+from pipecd.cli import app
+from pipecd.settings import Settings
+from services.kernel.permissions import Role
+
+# Anything in the developer's shell that would change what the CLI does is cleared for every run.
+_CLEARED = [
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_SERVICE_KEY",
+    "SUPABASE_JWT_SECRET",
+    "PIPECD_JWT_SECRET",
+    "PIPECD_JWT_ISSUER",
+    "PIPECD_JWKS_URL",
+    "PIPECD_APP_DATABASE_URL",
+    "PIPECD_AUTHENTICATOR_PASSWORD",
+]
+SUPABASE_URL = "http://supabase.test"
+SERVICE_KEY = "service-role-key-for-tests"
+USER_TABLES = ("user_profiles", "user_roles", "teams", "team_members")
+DEMO_TABLES = ("deals", "persons", "organizations", "leads", "activities", "notes", "pipelines", "audit_log", "outbox")
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(admin_url: str, tmp_path: Path) -> Run:
+    """`cli("token", "--user", "bob@example.com", PIPECD_ENV="production")` runs `pipecd` with that environment."""
+    runner = CliRunner()
+
+    def run(*args: str, **env: str) -> Result:
+        environment: dict[str, str | None] = dict.fromkeys(_CLEARED)
+        environment |= {"DATABASE_URL": admin_url, "PIPECD_STATE_DIR": str(tmp_path), "PIPECD_ENV": "development"}
+        environment |= env
+        return runner.invoke(app, list(args), env=environment)
+
+    return run
+
+
+def rows(admin: psycopg.Connection, query: str, *params: object) -> list[tuple[Any, ...]]:
+    return admin.execute(query, list(params)).fetchall()
+
+
+def auth_user_count(admin: psycopg.Connection) -> int:
+    return rows(admin, "select count(*) from auth.users")[0][0]
+
+
+# migrate, db url --------------------------------------------------------------------------------------------
+
+
+def test_migrate_on_a_migrated_database_applies_nothing(cli, admin):
+    before = rows(admin, "select version from supabase_migrations.schema_migrations order by version")
+    result = cli("migrate")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "0 migration(s) applied; database is current\n"
+    assert result.stdout == ""
+    assert rows(admin, "select version from supabase_migrations.schema_migrations order by version") == before
+
+
+def test_db_url_prints_database_url(cli, admin_url):
+    result = cli("db", "url")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == admin_url + "\n"
+
+
+# users add --------------------------------------------------------------------------------------------------
+
+
+def roles_and_teams(admin: psycopg.Connection, user_id: uuid.UUID) -> tuple[list[str], list[str]]:
+    roles = rows(admin, "select role from public.user_roles where user_id = %s order by role", user_id)
+    teams = rows(
+        admin,
+        "select t.name from public.team_members m join public.teams t on t.id = m.team_id"
+        " where m.user_id = %s order by t.name",
+        user_id,
+    )
+    return [r for (r,) in roles], [t for (t,) in teams]
+
+
+def test_users_add_creates_auth_user_profile_role_and_membership(cli, admin):
+    result = cli("users", "add", "new@example.com", "--role", "member", "--team", "East")
+    assert result.exit_code == 0, result.output
+
+    user_id = uuid.UUID(result.stdout.strip())
+    assert rows(admin, "select email, aud, role from auth.users where id = %s", user_id) == [
+        ("new@example.com", "authenticated", "authenticated")
+    ]
+    assert rows(admin, "select email, display_name from public.user_profiles where id = %s", user_id) == [
+        ("new@example.com", "new")
+    ]
+    assert roles_and_teams(admin, user_id) == (["member"], ["East"])
+    assert rows(admin, "select operation, entity_type, channel, actor_id from public.audit_log order by id") == [
+        ("user.grant_role", "user", "cli", None),
+        ("team.add_member", "team", "cli", None),
+    ]
+    assert [n for (n,) in rows(admin, "select name from public.outbox order by occurred_at, name")] == [
+        "crm/team.member_added",
+        "crm/user.role_granted",
+    ]
+    assert result.stderr == f"new@example.com (created): id {user_id}, roles member\n"
+
+
+def test_users_add_is_repeatable(cli, admin):
+    first = cli("users", "add", "new@example.com", "--role", "member", "--team", "East")
+    assert first.exit_code == 0, first.output
+    before = counts(admin, *USER_TABLES, "audit_log", "outbox") | {"auth.users": auth_user_count(admin)}
+
+    second = cli("users", "add", "new@example.com", "--role", "member", "--team", "East")
+
+    assert second.exit_code == 0, second.output
+    assert second.stdout == first.stdout
+    assert counts(admin, *USER_TABLES, "audit_log", "outbox") | {"auth.users": auth_user_count(admin)} == before
+    assert second.stderr == f"new@example.com (exists): id {first.stdout.strip()}, roles member\n"
+
+
+def test_users_add_with_another_role_replaces_the_role(cli, admin):
+    first = cli("users", "add", "new@example.com", "--role", "member", "--team", "East")
+    user_id = uuid.UUID(first.stdout.strip())
+
+    second = cli("users", "add", "new@example.com", "--role", "manager", "--team", "East")
+
+    assert second.exit_code == 0, second.output
+    assert uuid.UUID(second.stdout.strip()) == user_id
+    assert roles_and_teams(admin, user_id) == (["manager"], ["East"])
+
+
+def test_users_add_creates_a_missing_team(cli, admin):
+    result = cli("users", "add", "north@example.com", "--role", "viewer", "--team", "North", "--name", "Nora North")
+    assert result.exit_code == 0, result.output
+    user_id = uuid.UUID(result.stdout.strip())
+    assert roles_and_teams(admin, user_id) == (["viewer"], ["North"])
+    assert rows(admin, "select display_name from public.user_profiles where id = %s", user_id) == [("Nora North",)]
+    assert sorted(n for (n,) in rows(admin, "select name from public.teams")) == ["East", "North", "West"]
+
+
+def test_users_add_refuses_an_unknown_role(cli, admin):
+    before = counts(admin, *USER_TABLES) | {"auth.users": auth_user_count(admin)}
+    result = cli("users", "add", "new@example.com", "--role", "owner")
+    assert result.exit_code == 2
+    message = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())  # typer draws a box around it
+    assert "Invalid value for '--role': Value error, 'owner' is not one of 'admin', 'manager', 'member', 'viewer'." in (
+        message
+    )
+    assert counts(admin, *USER_TABLES) | {"auth.users": auth_user_count(admin)} == before
+
+
+def test_users_add_invite_without_supabase_is_refused(cli, admin):
+    before = auth_user_count(admin)
+    result = cli("users", "add", "new@example.com", "--invite")
+    assert result.exit_code == 1
+    assert result.stderr == "error: --invite needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY\n"
+    assert auth_user_count(admin) == before
+
+
+# token ------------------------------------------------------------------------------------------------------
+
+
+def decode_with_generated_secret(token: str, state_dir: Path) -> dict[str, Any]:
+    secret = (state_dir / "jwt_secret").read_text().strip()
+    return jwt.decode(token, secret, algorithms=["HS256"], audience="authenticated")
+
+
+def test_token_prints_only_a_jwt_for_the_user(cli, company, tmp_path):
+    result = cli("token", "--user", "bob@example.com")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.removesuffix("\n")
+    assert "\n" not in token and token.count(".") == 2
+
+    claims = decode_with_generated_secret(token, tmp_path)
+    assert claims["sub"] == str(company.people["bob"].id)
+    assert claims["aud"] == "authenticated"
+    assert claims["role"] == "authenticated"
+    assert claims["email"] == "bob@example.com"
+    assert claims["exp"] - claims["iat"] == 3600
+    assert "scope" not in claims
+
+
+def test_token_with_scopes_carries_them_space_separated(cli, tmp_path):
+    result = cli("token", "--user", "bob@example.com", "--scopes", "crm.read,crm.ai")
+    assert result.exit_code == 0, result.output
+    assert decode_with_generated_secret(result.stdout.strip(), tmp_path)["scope"] == "crm.read crm.ai"
+
+
+def test_token_uses_the_configured_secret_when_there_is_one(cli, tmp_path):
+    secret = "configured-project-secret-that-is-long-enough"
+    result = cli("token", "--user", "bob@example.com", PIPECD_JWT_SECRET=secret)
+    assert result.exit_code == 0, result.output
+    assert jwt.decode(result.stdout.strip(), secret, algorithms=["HS256"], audience="authenticated")["email"] == (
+        "bob@example.com"
+    )
+    assert not (tmp_path / "jwt_secret").exists()
+
+
+def test_token_with_an_unknown_scope_fails_with_the_known_ones(cli):
+    result = cli("token", "--user", "bob@example.com", "--scopes", "crm.read,crm.admin")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: 'crm.admin' is not a valid Scope; known scopes: crm.read, crm.write, crm.delete, crm.ai\n"
+    )
+
+
+def test_token_for_an_unknown_user_fails(cli):
+    result = cli("token", "--user", "nobody@example.com")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: no user nobody@example.com; add one with `pipecd users add nobody@example.com --role member`\n"
+    )
+
+
+def test_token_is_refused_in_production_even_with_a_secret(cli, tmp_path):
+    result = cli(
+        "token",
+        "--user",
+        "bob@example.com",
+        PIPECD_ENV="production",
+        SUPABASE_JWT_SECRET="production-project-secret-that-is-long-enough",
+    )
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == "error: refusing to mint tokens when PIPECD_ENV=production\n"
+    assert not (tmp_path / "jwt_secret").exists()
+
+
+# seed --demo ------------------------------------------------------------------------------------------------
+
+
+def test_seed_demo_creates_the_demo_company_once(cli, admin, company):
+    first = cli("seed", "--demo")
+    assert first.exit_code == 0, first.output
+    after_first = counts(admin, *DEMO_TABLES)
+    assert {k: v for k, v in after_first.items() if k not in ("audit_log", "outbox")} == {
+        "deals": 22,
+        "persons": 16,
+        "organizations": 12,
+        "leads": 8,
+        "activities": 14,
+        "notes": 12,
+        "pipelines": 2,
+    }
+    assert first.stderr == (
+        "demo company ready: 5 users, 2 pipelines, 12 organizations, 16 persons, 22 deals, 8 leads, "
+        "14 activities, 12 notes\n"
+    )
+    # The demo's users are the test company's (same emails): they were reused, not duplicated.
+    assert auth_user_count(admin) == len(company.people)
+    assert rows(admin, "select id from auth.users where email = 'bob@example.com'") == [(company.people["bob"].id,)]
+
+    second = cli("seed", "--demo")
+
+    assert second.exit_code == 0, second.output
+    assert counts(admin, *DEMO_TABLES) == after_first
+    assert auth_user_count(admin) == len(company.people)
+
+
+def test_seed_without_demo_flag_does_nothing(cli, admin):
+    before = counts(admin, *DEMO_TABLES)
+    result = cli("seed")
+    assert result.exit_code == 1
+    assert result.stderr == "error: nothing to seed; pass --demo for the demo company\n"
+    assert counts(admin, *DEMO_TABLES) == before
+
+
+# Supabase Auth (its admin API faked at the HTTP transport) ------------------------------------------------
+
+
+@dataclass
+class FakeGoTrue:
+    """Behaves like Supabase Auth's admin API: users live in the database's `auth.users`."""
+
+    admin: psycopg.Connection
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.headers.get("apikey") != SERVICE_KEY or request.headers.get("authorization") != (
+            f"Bearer {SERVICE_KEY}"
+        ):
+            return httpx.Response(401, json={"code": 401, "error_code": "no_authorization", "msg": "bad key"})
+        route = (request.method, request.url.path)
+        if route == ("GET", "/auth/v1/admin/users"):
+            page, per_page = int(request.url.params["page"]), int(request.url.params["per_page"])
+            found = self.admin.execute(
+                "select id from auth.users order by created_at, id limit %s offset %s",
+                [per_page, (page - 1) * per_page],
+            ).fetchall()
+            return httpx.Response(200, json={"users": [self.user_json(i) for (i,) in found], "aud": "authenticated"})
+        if route == ("POST", "/auth/v1/admin/users"):
+            body = json.loads(request.content)
+            user_id = self.insert(body["email"], body.get("user_metadata") or {}, confirmed=body["email_confirm"])
+            return httpx.Response(200, json=self.user_json(user_id))
+        if route == ("POST", "/auth/v1/invite"):
+            body = json.loads(request.content)
+            user_id = self.insert(body["email"], body.get("data") or {}, confirmed=False)
+            return httpx.Response(200, json=self.user_json(user_id))
+        return httpx.Response(404, json={"code": 404, "msg": "not found"})
+
+    def insert(self, email: str, metadata: dict[str, Any], *, confirmed: bool) -> uuid.UUID:
+        user_id = uuid.uuid4()
+        self.admin.execute(
+            "insert into auth.users (instance_id, id, aud, role, email, email_confirmed_at, invited_at,"
+            " raw_app_meta_data, raw_user_meta_data, created_at, updated_at)"
+            " values ('00000000-0000-0000-0000-000000000000', %s, 'authenticated', 'authenticated', %s,"
+            " case when %s then now() end, case when %s then null else now() end, %s, %s, now(), now())",
+            [
+                user_id,
+                email.lower(),
+                confirmed,
+                confirmed,
+                Jsonb({"provider": "email", "providers": ["email"]}),
+                Jsonb(metadata),
+            ],
+        )
+        return user_id
+
+    def user_json(self, user_id: uuid.UUID) -> dict[str, Any]:
+        row = self.admin.execute(
+            "select id, aud, role, email, email_confirmed_at, invited_at, raw_app_meta_data, raw_user_meta_data,"
+            " created_at, updated_at from auth.users where id = %s",
+            [user_id],
+        ).fetchone()
+        assert row is not None
+        keys = (
+            "id",
+            "aud",
+            "role",
+            "email",
+            "email_confirmed_at",
+            "invited_at",
+            "app_metadata",
+            "user_metadata",
+            "created_at",
+            "updated_at",
+        )
+        user = dict(zip(keys, row, strict=True))
+        for key in ("email_confirmed_at", "invited_at", "created_at", "updated_at"):
+            user[key] = user[key].isoformat() if user[key] else None
+        return {**user, "id": str(user_id), "phone": "", "identities": [], "is_anonymous": False}
+
+    def calls(self) -> list[tuple[str, str]]:
+        return [(r.method, r.url.path) for r in self.requests]
+
+
+@pytest.fixture
+def gotrue(admin: psycopg.Connection) -> FakeGoTrue:
+    return FakeGoTrue(admin)
+
+
+@pytest.fixture
+def supabase_settings(admin_url: str, tmp_path: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        DATABASE_URL=admin_url,
+        PIPECD_STATE_DIR=tmp_path,
+        SUPABASE_URL=SUPABASE_URL,
+        SUPABASE_SERVICE_ROLE_KEY=SERVICE_KEY,
+    )
+
+
+def fake_client(gotrue: FakeGoTrue) -> httpx.Client:
+    return httpx.Client(transport=httpx.MockTransport(gotrue.handler))
+
+
+async def test_create_supabase_user_goes_through_the_admin_api(gotrue, supabase_settings, admin, db):
+    account = create_supabase_user(supabase_settings, "Sam@Example.com", "Sam Seller", http_client=fake_client(gotrue))
+
+    assert account.created is True
+    assert gotrue.calls() == [("GET", "/auth/v1/admin/users"), ("POST", "/auth/v1/admin/users")]
+    listing, creation = gotrue.requests
+    assert dict(listing.url.params) == {"page": "1", "per_page": "200"}
+    for request in gotrue.requests:
+        assert request.headers["apikey"] == SERVICE_KEY
+        assert request.headers["authorization"] == f"Bearer {SERVICE_KEY}"
+    assert json.loads(creation.content) == {
+        "email": "Sam@Example.com",
+        "email_confirm": True,
+        "user_metadata": {"display_name": "Sam Seller"},
+    }
+    assert rows(admin, "select email, display_name from public.user_profiles where id = %s", account.id) == [
+        ("sam@example.com", "Sam Seller")
+    ]
+
+    profile = await grant_access(db, account.id, Role.MEMBER, "West")
+
+    assert (profile.id, profile.email, profile.roles) == (account.id, "sam@example.com", ["member"])
+    assert roles_and_teams(admin, account.id) == (["member"], ["West"])
+
+
+async def test_create_supabase_user_reuses_an_existing_user(gotrue, supabase_settings, admin, company):
+    before = auth_user_count(admin)
+    account = create_supabase_user(supabase_settings, "BOB@example.com", http_client=fake_client(gotrue))
+    assert (account.id, account.created) == (company.people["bob"].id, False)
+    assert gotrue.calls() == [("GET", "/auth/v1/admin/users")]
+    assert auth_user_count(admin) == before
+
+
+def test_invite_goes_through_the_invite_endpoint(gotrue, supabase_settings, admin):
+    account = create_supabase_user(
+        supabase_settings, "invitee@example.com", "Ivy Invitee", invite=True, http_client=fake_client(gotrue)
+    )
+    assert account.created is True
+    assert gotrue.calls() == [("GET", "/auth/v1/admin/users"), ("POST", "/auth/v1/invite")]
+    assert json.loads(gotrue.requests[1].content) == {
+        "email": "invitee@example.com",
+        "data": {"display_name": "Ivy Invitee"},
+    }
+    assert gotrue.requests[1].headers["apikey"] == SERVICE_KEY
+    invited = rows(
+        admin,
+        "select email, email_confirmed_at is null, invited_at is not null from auth.users where id = %s",
+        account.id,
+    )
+    assert invited == [("invitee@example.com", True, True)]
+
+
+def test_users_add_through_supabase_auth(cli, gotrue, admin):
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host="supabase.test").mock(side_effect=gotrue.handler)
+        result = cli(
+            "users",
+            "add",
+            "sam@example.com",
+            "--role",
+            "manager",
+            "--team",
+            "East",
+            SUPABASE_URL=SUPABASE_URL,
+            SUPABASE_SERVICE_ROLE_KEY=SERVICE_KEY,
+        )
+
+    assert result.exit_code == 0, result.output
+    assert gotrue.calls() == [("GET", "/auth/v1/admin/users"), ("POST", "/auth/v1/admin/users")]
+    user_id = uuid.UUID(result.stdout.strip())
+    assert rows(admin, "select email from auth.users where id = %s", user_id) == [("sam@example.com",)]
+    assert roles_and_teams(admin, user_id) == (["manager"], ["East"])
+
+
+def test_users_add_invite_through_supabase_auth(cli, gotrue, admin):
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host="supabase.test").mock(side_effect=gotrue.handler)
+        result = cli(
+            "users",
+            "add",
+            "ivy@example.com",
+            "--invite",
+            SUPABASE_URL=SUPABASE_URL,
+            SUPABASE_SERVICE_ROLE_KEY=SERVICE_KEY,
+        )
+
+    assert result.exit_code == 0, result.output
+    assert gotrue.calls() == [("GET", "/auth/v1/admin/users"), ("POST", "/auth/v1/invite")]
+    assert roles_and_teams(admin, uuid.UUID(result.stdout.strip())) == (["member"], [])

@@ -1,0 +1,174 @@
+"""One search across persons, organizations, deals and leads: matching, ranking, typos, visibility, limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+import pytest
+
+from services.contacts import service as contacts
+from services.contacts.schemas import OrganizationCreate, PersonCreate
+from services.deals import service as deals
+from services.deals.schemas import DealCreate
+from services.kernel.errors import Forbidden, Invalid
+from services.kernel.permissions import Scope
+from services.kernel.records import Visibility
+from services.leads import service as leads
+from services.leads.schemas import LeadCreate
+from services.search import service as search
+from services.search.schemas import SearchType
+
+
+@dataclass
+class Records:
+    globex: UUID
+    initech: UUID
+    initec_labs: UUID
+    hank: UUID
+    ann: UUID
+    lee_chang: UUID
+    expansion: UUID
+    rollout: UUID
+    partnership: UUID
+    carols_secret: UUID
+
+
+@pytest.fixture
+async def crm(actors) -> Records:
+    """bob's company-visible contacts and deals, his owner-only lead, and carol's owner-only deal."""
+    async with actors.uow("bob") as uow:
+        globex = await contacts.create_organization(uow, OrganizationCreate(name="Globex Corporation",
+                                                                            domain="globex.com"))
+        initech = await contacts.create_organization(uow, OrganizationCreate(name="Initech", domain="initech.com"))
+        initec_labs = await contacts.create_organization(uow, OrganizationCreate(name="Initec Labs"))
+        hank = await contacts.create_person(uow, PersonCreate(
+            first_name="Hank", last_name="Scorpio", emails=["hank@globex.com"], job_title="CEO",
+            organization_id=globex.id))
+        ann = await contacts.create_person(uow, PersonCreate(first_name="Ann", last_name="Lee",
+                                                             emails=["ann@initech.com"]))
+        lee_chang = await contacts.create_person(uow, PersonCreate(first_name="Lee", last_name="Chang"))
+        expansion = await deals.create(uow, DealCreate(title="Globex expansion", value=Decimal(5000)))
+        rollout = await deals.create(uow, DealCreate(title="Initech rollout", value=Decimal(1200), currency="EUR"))
+        partnership = await leads.create(uow, LeadCreate(
+            title="Globex partnership", contact_name="Hank Scorpio", contact_email="hank@globex.com",
+            visibility=Visibility.OWNER))
+    async with actors.uow("carol") as uow:
+        secret = await deals.create(uow, DealCreate(title="Globex secret deal", visibility=Visibility.OWNER))
+    return Records(globex.id, initech.id, initec_labs.id, hank.id, ann.id, lee_chang.id, expansion.id, rollout.id,
+                   partnership.id, secret.id)
+
+
+async def find(actors, who: str, query: str, *, scopes=None, **options) -> list[tuple[str, str, str]]:
+    async with actors.uow(who, scopes=scopes) as uow:
+        hits = await search.search(uow, query, **options)
+    return [(h.type.value, h.title, h.context) for h in hits]
+
+
+GLOBEX_FOR_BOB = [
+    ("organization", "Globex Corporation", "globex.com"),
+    ("deal", "Globex expansion", "open deal · 5000.00 USD"),
+    ("lead", "Globex partnership", "open lead · Hank Scorpio · hank@globex.com"),
+    ("person", "Hank Scorpio", "hank@globex.com · CEO"),  # found by email, not by name: ranks last
+]
+
+
+async def test_one_query_finds_every_visible_record_type_with_title_and_context(actors, crm):
+    async with actors.uow("bob") as uow:
+        hits = await search.search(uow, "globex")
+
+    assert [(h.type.value, h.title, h.context) for h in hits] == GLOBEX_FOR_BOB
+    assert [h.id for h in hits] == [crm.globex, crm.expansion, crm.partnership, crm.hank]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Scorpio", [("lead", "Globex partnership", "open lead · Hank Scorpio · hank@globex.com"),
+                     ("person", "Hank Scorpio", "hank@globex.com · CEO")]),
+        ("hank@globex", [("lead", "Globex partnership", "open lead · Hank Scorpio · hank@globex.com"),
+                         ("person", "Hank Scorpio", "hank@globex.com · CEO")]),
+        ("initech.com", [("organization", "Initech", "initech.com"), ("person", "Ann Lee", "ann@initech.com"),
+                         ("deal", "Initech rollout", "open deal · 1200.00 EUR")]),
+        ("  ROLLOUT ", [("deal", "Initech rollout", "open deal · 1200.00 EUR")]),
+    ],
+    ids=["person-and-lead-contact-name", "email", "domain", "deal-title-any-case"],
+)
+async def test_search_matches_names_emails_domains_and_titles(actors, crm, query, expected):
+    assert sorted(await find(actors, "bob", query)) == sorted(expected)
+
+
+async def test_prefix_match_of_the_name_ranks_above_a_match_inside_it(actors, crm):
+    assert await find(actors, "bob", "lee") == [
+        ("person", "Lee Chang", ""),
+        ("person", "Ann Lee", "ann@initech.com"),
+    ]
+
+
+async def test_exact_name_ranks_above_a_fuzzy_trigram_match(actors, crm):
+    async with actors.uow("bob") as uow:
+        hits = await search.search(uow, "initech", types=[SearchType.ORGANIZATION])
+
+    assert [(h.id, h.title) for h in hits] == [(crm.initech, "Initech"), (crm.initec_labs, "Initec Labs")]
+    assert hits[0].score > hits[1].score
+
+
+async def test_a_typo_still_finds_the_record(actors, crm):
+    assert sorted(await find(actors, "bob", "Globx")) == sorted(GLOBEX_FOR_BOB)
+
+
+async def test_like_wildcards_in_the_query_match_only_themselves(actors, crm):
+    assert await find(actors, "bob", "%%") == []
+    assert await find(actors, "bob", "__") == []
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("bob", {"Globex Corporation", "Globex expansion", "Globex partnership", "Hank Scorpio"}),
+        ("carol", {"Globex Corporation", "Globex expansion", "Globex secret deal", "Hank Scorpio"}),
+        ("mia", {"Globex Corporation", "Globex expansion", "Globex partnership", "Hank Scorpio"}),
+        ("vic", {"Globex Corporation", "Globex expansion", "Hank Scorpio"}),
+        ("alice", {"Globex Corporation", "Globex expansion", "Globex partnership", "Globex secret deal",
+                   "Hank Scorpio"}),
+    ],
+)
+async def test_search_finds_only_what_the_caller_may_see(actors, crm, who, expected):
+    assert {title for _, title, _ in await find(actors, who, "globex")} == expected
+
+
+async def test_types_filter_limits_the_record_types(actors, crm):
+    found = await find(actors, "bob", "globex", types=[SearchType.PERSON, SearchType.ORGANIZATION])
+
+    assert found == [
+        ("organization", "Globex Corporation", "globex.com"),
+        ("person", "Hank Scorpio", "hank@globex.com · CEO"),
+    ]
+
+
+async def test_limit_keeps_the_best_hits(actors, crm):
+    assert await find(actors, "bob", "globex", limit=2) == GLOBEX_FOR_BOB[:2]
+
+
+@pytest.mark.parametrize("limit", [0, 51])
+async def test_limit_out_of_range_is_invalid(actors, crm, limit):
+    with pytest.raises(Invalid) as caught:
+        await find(actors, "bob", "globex", limit=limit)
+    assert caught.value.field == "limit"
+
+
+@pytest.mark.parametrize("query", ["", "g", "  g  ", "   "])
+async def test_query_shorter_than_two_characters_is_invalid(actors, crm, query):
+    with pytest.raises(Invalid) as caught:
+        await find(actors, "bob", query)
+    assert caught.value.field == "query"
+
+
+async def test_read_only_agent_token_searches_like_its_user(actors, crm):
+    assert await find(actors, "bob", "globex", scopes=frozenset({Scope.READ})) == GLOBEX_FOR_BOB
+
+
+async def test_token_without_any_read_permission_cannot_search(actors, crm):
+    with pytest.raises(Forbidden):
+        await find(actors, "bob", "globex", scopes=frozenset({Scope.AI}))
