@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, time
 
 import pytest
-from conftest import counts
+from conftest import audit_operations, counts, events, forget_bookkeeping
 from pydantic import ValidationError
 
 from services.activities import service as activities
@@ -51,17 +51,10 @@ async def carols_hidden_record(actors, link: str):
         return await contacts.create_organization(uow, OrganizationCreate(name="Secret", visibility=Visibility.OWNER))
 
 
-def clear_bookkeeping(admin) -> None:
-    """Forget the setup's audit rows and events, so a test sees only what the step under test wrote."""
-    admin.execute("truncate public.audit_log, public.outbox")
 
 
-def outbox(admin) -> list[tuple[str, dict]]:
-    return admin.execute("select name, data from public.outbox order by name").fetchall()
 
 
-def audit_operations(admin) -> list[str]:
-    return [r[0] for r in admin.execute("select operation from public.audit_log order by id").fetchall()]
 
 
 # Activities -------------------------------------------------------------------------------------------
@@ -71,7 +64,7 @@ async def test_create_activity_linked_to_visible_records(actors, admin):
     deal = await new_deal(actors, "dan")
     async with actors.uow("bob") as uow:
         ann = await contacts.create_person(uow, PersonCreate(first_name="Ann"))
-    clear_bookkeeping(admin)
+    forget_bookkeeping(admin)
 
     call = await new_activity(
         actors, type=ActivityType.CALL, deal_id=deal.id, person_id=ann.id, due_date=date(2026, 12, 1),
@@ -81,7 +74,7 @@ async def test_create_activity_linked_to_visible_records(actors, admin):
     assert (call.deal_id, call.person_id, call.lead_id, call.organization_id) == (deal.id, ann.id, None, None)
     assert (call.owner_id, call.done, call.done_at, call.version) == (actors.id("bob"), False, None, 1)
     assert audit_operations(admin) == ["activity.create"]
-    assert outbox(admin) == [
+    assert events(admin) == [
         ("crm/activity.created", {"activity_id": str(call.id), "owner_id": str(actors.id("bob")), "type": "call",
                                   "due_date": "2026-12-01", "deal_id": str(deal.id)})
     ]
@@ -116,14 +109,14 @@ async def test_due_time_without_due_date_is_invalid(actors, admin):
 async def test_completing_an_activity_sets_done_at_and_emits_completed_once(actors, admin):
     deal = await new_deal(actors)
     call = await new_activity(actors, deal_id=deal.id)
-    clear_bookkeeping(admin)
+    forget_bookkeeping(admin)
 
     async with actors.uow("bob") as uow:
         done = await activities.complete(uow, call.id)
     assert (done.done, done.version) == (True, 2)
     assert done.done_at is not None
     assert audit_operations(admin) == ["activity.complete"]
-    assert outbox(admin) == [
+    assert events(admin) == [
         ("crm/activity.completed",
          {"activity_id": str(call.id), "owner_id": str(actors.id("bob")), "deal_id": str(deal.id)})
     ]
@@ -138,14 +131,14 @@ async def test_reopening_a_done_activity_clears_done_at(actors, admin):
     call = await new_activity(actors)
     async with actors.uow("bob") as uow:
         await activities.complete(uow, call.id)
-    clear_bookkeeping(admin)
+    forget_bookkeeping(admin)
 
     async with actors.uow("mia") as uow:
         reopened = await activities.complete(uow, call.id, done=False)
 
     assert (reopened.done, reopened.done_at, reopened.version) == (False, None, 3)
     assert audit_operations(admin) == ["activity.reopen"]
-    assert outbox(admin) == [
+    assert events(admin) == [
         ("crm/activity.reopened", {"activity_id": str(call.id), "owner_id": str(actors.id("bob")), "deal_id": None})
     ]
 
@@ -317,7 +310,7 @@ async def test_note_on_an_invisible_deal_cannot_be_written(actors, admin):
 async def test_author_and_managers_of_the_authors_team_and_admins_may_edit_a_note(actors, admin, editor):
     deal = await new_deal(actors)
     note = await new_note(actors, deal_id=deal.id)
-    clear_bookkeeping(admin)
+    forget_bookkeeping(admin)
 
     async with actors.uow(editor) as uow:
         edited = await notes.update(uow, note.id, NoteUpdate(body="Budget approved <i>twice</i>"),
@@ -325,7 +318,7 @@ async def test_author_and_managers_of_the_authors_team_and_admins_may_edit_a_not
 
     assert (edited.body, edited.version, edited.author_id) == ("Budget approved twice", 2, actors.id("bob"))
     assert audit_operations(admin) == ["note.update"]
-    assert outbox(admin) == [("crm/note.updated", {"note_id": str(note.id), "fields": ["body"]})]
+    assert events(admin) == [("crm/note.updated", {"note_id": str(note.id), "fields": ["body"]})]
 
 
 @pytest.mark.parametrize(

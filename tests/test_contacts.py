@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import counts
+from conftest import audit_operations, counts, events
 from pydantic import ValidationError
 
 from services.contacts import service as contacts
@@ -30,12 +30,8 @@ async def new_org(actors, who: str, name: str, **fields):
         return await contacts.create_organization(uow, OrganizationCreate(name=name, **fields))
 
 
-def outbox(admin) -> list[tuple[str, dict]]:
-    return admin.execute("select name, data from public.outbox order by name").fetchall()
 
 
-def audit_operations(admin) -> list[str]:
-    return [r[0] for r in admin.execute("select operation from public.audit_log order by id").fetchall()]
 
 
 # Creating ---------------------------------------------------------------------------------------------
@@ -52,7 +48,7 @@ async def test_create_person_stores_normalized_emails_and_records_audit_and_even
     assert person.phones == ["+1 (555) 010-2000"]
     assert (person.owner_id, person.visibility, person.version) == (actors.id("bob"), Visibility.COMPANY, 1)
     assert audit_operations(admin) == ["person.create"]
-    assert outbox(admin) == [
+    assert events(admin) == [
         ("crm/person.created", {"person_id": str(person.id), "owner_id": str(actors.id("bob")), "name": "Ann Lee"})
     ]
 
@@ -231,7 +227,7 @@ async def test_owner_updates_person_version_increments_and_change_is_audited(act
     assert row[2]["before"]["job_title"] is None
     assert row[2]["after"]["job_title"] == "CTO"
     assert row[2]["after"]["version"] == 2
-    updated_events = [data for name, data in outbox(admin) if name == "crm/person.updated"]
+    updated_events = [data for name, data in events(admin) if name == "crm/person.updated"]
     assert updated_events == [{"person_id": str(ann.id), "fields": ["emails", "job_title"]}]
 
 
@@ -316,7 +312,7 @@ async def test_manager_deletes_organization_and_its_persons_stay_unlinked(actors
     assert counts(admin, "organizations", "persons") == {"organizations": 0, "persons": 1}
     assert admin.execute("select id, organization_id from public.persons").fetchone() == (ann.id, None)
     assert audit_operations(admin) == ["organization.create", "person.create", "organization.delete"]
-    assert ("crm/organization.deleted", {"organization_id": str(acme.id)}) in outbox(admin)
+    assert ("crm/organization.deleted", {"organization_id": str(acme.id)}) in events(admin)
 
 
 async def test_manager_of_another_team_cannot_delete_a_visible_person(actors, admin):

@@ -10,7 +10,7 @@ from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
-from conftest import Actors, Company, counts
+from conftest import Actors, Company, counts, events, forget_bookkeeping
 from psycopg import sql
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
@@ -45,13 +45,8 @@ def audit_rows(admin) -> list[tuple]:
     ).fetchall()
 
 
-def events(admin) -> list[tuple[str, dict]]:
-    return admin.execute("select name, data from public.outbox order by name").fetchall()
 
 
-def forget_bookkeeping(admin) -> None:
-    """Empty the audit log and outbox after a test's setup, so only the behaviour under test shows."""
-    admin.execute("truncate public.audit_log, public.outbox")
 
 
 def stored(admin, deal_id: UUID, *columns: str) -> tuple:

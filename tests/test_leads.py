@@ -6,7 +6,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from conftest import counts
+from conftest import audit_operations, counts, events, forget_bookkeeping
 
 from services.activities import service as activities
 from services.activities.schemas import ActivityCreate, ActivityType
@@ -45,17 +45,10 @@ async def initech_lead(actors, *, visibility: Visibility = Visibility.TEAM):
     return lead, note, call
 
 
-def clear_bookkeeping(admin) -> None:
-    """Forget the setup's audit rows and events, so a test sees only what the step under test wrote."""
-    admin.execute("truncate public.audit_log, public.outbox")
 
 
-def outbox(admin) -> list[tuple[str, dict]]:
-    return admin.execute("select name, data from public.outbox order by name").fetchall()
 
 
-def audit_operations(admin) -> list[str]:
-    return [r[0] for r in admin.execute("select operation from public.audit_log order by id").fetchall()]
 
 
 def lead_row(admin, lead_id) -> tuple:
@@ -75,7 +68,7 @@ async def test_create_lead_normalizes_input_and_records_audit_and_event(actors, 
         "ann@initech.com", actors.id("bob"), Visibility.COMPANY)
     assert (lead.converted_deal_id, lead.converted_at, lead.version) == (None, None, 1)
     assert audit_operations(admin) == ["lead.create"]
-    assert outbox(admin) == [
+    assert events(admin) == [
         ("crm/lead.created", {"lead_id": str(lead.id), "owner_id": str(actors.id("bob")), "source": "web form"})
     ]
 
@@ -94,7 +87,7 @@ async def test_lead_linked_to_a_person_the_caller_cannot_see_is_invalid(actors, 
 
 async def test_owner_updates_lead_and_version_increments(actors, admin):
     lead = await new_lead(actors)
-    clear_bookkeeping(admin)
+    forget_bookkeeping(admin)
 
     async with actors.uow("bob") as uow:
         updated = await leads.update(uow, lead.id, LeadUpdate(title="Initech, phase 1", labels=["Warm"]),
@@ -102,7 +95,7 @@ async def test_owner_updates_lead_and_version_increments(actors, admin):
 
     assert (updated.title, updated.labels, updated.version) == ("Initech, phase 1", ["warm"], 2)
     assert audit_operations(admin) == ["lead.update"]
-    assert outbox(admin) == [("crm/lead.updated", {"lead_id": str(lead.id), "fields": ["labels", "title"]})]
+    assert events(admin) == [("crm/lead.updated", {"lead_id": str(lead.id), "fields": ["labels", "title"]})]
 
 
 async def test_lead_update_with_a_stale_version_is_a_conflict(actors, admin):
@@ -141,7 +134,7 @@ async def test_only_owner_managers_and_admins_may_update_a_lead(actors, admin, a
 
 async def test_archive_and_unarchive_a_lead(actors, admin):
     lead = await new_lead(actors)
-    clear_bookkeeping(admin)
+    forget_bookkeeping(admin)
 
     async with actors.uow("bob") as uow:
         archived = await leads.archive(uow, lead.id)
@@ -154,7 +147,7 @@ async def test_archive_and_unarchive_a_lead(actors, admin):
         reopened = await leads.unarchive(uow, lead.id)
     assert (reopened.status, reopened.version) == (LeadStatus.OPEN, 3)
     assert audit_operations(admin) == ["lead.archive", "lead.unarchive"]
-    assert outbox(admin) == [
+    assert events(admin) == [
         ("crm/lead.archived", {"lead_id": str(lead.id)}),
         ("crm/lead.unarchived", {"lead_id": str(lead.id)}),
     ]
@@ -181,7 +174,7 @@ async def test_lead_list_filters_by_status_and_label(actors):
 
 async def test_conversion_creates_contacts_and_deal_moves_everything_and_marks_lead_converted(actors, admin, company):
     lead, mias_note, call = await initech_lead(actors)
-    clear_bookkeeping(admin)
+    forget_bookkeeping(admin)
 
     async with actors.uow("bob") as uow:
         result = await leads.convert(uow, lead.id)
@@ -209,17 +202,17 @@ async def test_conversion_creates_contacts_and_deal_moves_everything_and_marks_l
     assert lead_row(admin, lead.id) == ("converted", deal.id, 2)
 
     assert audit_operations(admin) == ["person.create", "organization.create", "deal.create", "lead.convert"]
-    events = dict(outbox(admin))
-    assert sorted(events) == [
+    emitted = dict(events(admin))
+    assert sorted(emitted) == [
         "crm/deal.created", "crm/lead.converted", "crm/organization.created", "crm/person.created"]
-    assert events["crm/lead.converted"] == {
+    assert emitted["crm/lead.converted"] == {
         "lead_id": str(lead.id), "deal_id": str(deal.id), "person_id": str(deal.person_id),
         "organization_id": str(deal.organization_id), "notes_moved": 1, "activities_moved": 1,
     }
-    assert events["crm/person.created"] == {"person_id": str(deal.person_id), "owner_id": str(bob), "name": "Ann Lee"}
-    assert events["crm/organization.created"] == {
+    assert emitted["crm/person.created"] == {"person_id": str(deal.person_id), "owner_id": str(bob), "name": "Ann Lee"}
+    assert emitted["crm/organization.created"] == {
         "organization_id": str(deal.organization_id), "owner_id": str(bob), "name": "Initech"}
-    assert events["crm/deal.created"]["deal_id"] == str(deal.id)
+    assert emitted["crm/deal.created"]["deal_id"] == str(deal.id)
     assert admin.execute("select distinct actor_id from public.outbox").fetchall() == [(bob,)]
 
 
@@ -247,7 +240,7 @@ async def test_conversion_links_the_existing_person_and_organization_instead_of_
         initech = await contacts.create_organization(uow, OrganizationCreate(name="Initech Inc."))
         ann = await contacts.create_person(uow, PersonCreate(first_name="Ann", emails=["ann@initech.com"]))
     lead = await new_lead(actors, contact_name="Ann Lee", contact_email="ANN@initech.com", organization_name="initech")
-    clear_bookkeeping(admin)
+    forget_bookkeeping(admin)
 
     async with actors.uow("bob") as uow:
         result = await leads.convert(uow, lead.id)
@@ -256,7 +249,7 @@ async def test_conversion_links_the_existing_person_and_organization_instead_of_
     assert (result.deal.person_id, result.deal.organization_id) == (ann.id, initech.id)
     assert (result.lead.person_id, result.lead.organization_id) == (ann.id, initech.id)
     assert counts(admin, "persons", "organizations") == {"persons": 1, "organizations": 1}
-    assert sorted(name for name, _ in outbox(admin)) == ["crm/deal.created", "crm/lead.converted"]
+    assert sorted(name for name, _ in events(admin)) == ["crm/deal.created", "crm/lead.converted"]
 
 
 async def test_manager_converts_members_lead_and_the_deal_stays_the_members(actors):

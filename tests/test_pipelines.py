@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
-from conftest import counts
+from conftest import counts, events
 from pydantic import ValidationError
 
 from services.deals import service as deals
@@ -31,8 +31,6 @@ def stage_rows(admin, pipeline_id: UUID) -> list[tuple[str, int]]:
     ).fetchall()
 
 
-def events(admin) -> list[tuple[str, dict]]:
-    return admin.execute("select name, data from public.outbox order by name").fetchall()
 
 
 async def make_pipeline(actors, name: str, *stages: str):

@@ -76,7 +76,7 @@ class EmbeddedPostgres:
             return EmbeddedStatus(False, self._saved_port(), None)
         lines = pid_file.read_text().splitlines()
         pid = int(lines[0]) if lines and lines[0].strip().isdigit() else None
-        running = pid is not None and _process_alive(pid)
+        running = pid is not None and process_alive(pid)
         port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else self._saved_port()
         return EmbeddedStatus(running, port, pid if running else None)
 
@@ -85,8 +85,11 @@ class EmbeddedPostgres:
             return int(self._port_file.read_text().strip())
         return None
 
-    def start(self) -> EmbeddedStatus:
-        """Start the server if it is not running (initializing the data directory on first use)."""
+    def start(self, *, settings: dict[str, str] | None = None) -> EmbeddedStatus:
+        """Start the server if it is not running (initializing the data directory on first use).
+
+        `settings` are extra server parameters for this run (e.g. `{"fsync": "off"}` for throwaway test data).
+        """
         if not self.initialized():
             self._init()
         current = self.status()
@@ -103,7 +106,12 @@ class EmbeddedPostgres:
                 "-t",
                 "60",
                 "-o",
-                f"-p {port} -h 127.0.0.1 -k {self.data_dir}",
+                " ".join(
+                    [
+                        f"-p {port} -h 127.0.0.1 -k {self.data_dir}",
+                        *(f"-c {k}={v}" for k, v in (settings or {}).items()),
+                    ]
+                ),
                 "-l",
                 str(log),
                 "start",
@@ -142,7 +150,7 @@ class EmbeddedPostgres:
                 conn.execute(f'create database "{DATABASE}"')
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
