@@ -9,6 +9,8 @@ mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 
 echo "== ruff"
 .venv/bin/ruff check .
+echo "== mypy (services)"
+.venv/bin/mypy services
 echo "== import contracts"
 .venv/bin/lint-imports
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -57,7 +58,7 @@ async def list(
 
 
 @requires(Perm.ACTIVITIES_READ)
-async def list_for(uow: UnitOfWork, link: str, record_ids: list[UUID]) -> dict[UUID, list[Activity]]:
+async def list_for(uow: UnitOfWork, link: str, record_ids: builtins.list[UUID]) -> dict[UUID, builtins.list[Activity]]:
     """Visible activities of several records (batch loader), by `link` (deal_id, lead_id, ...), due first."""
     if link not in LINK_TABLES:
         raise Invalid(f"unknown link {link!r}", field="link")
@@ -66,7 +67,7 @@ async def list_for(uow: UnitOfWork, link: str, record_ids: list[UUID]) -> dict[U
         " order by due_date nulls last, due_time nulls last, created_at, id",
         [record_ids],
     )
-    grouped: dict[UUID, list[Activity]] = {}
+    grouped: dict[UUID, builtins.list[Activity]] = {}
     for row in rows:
         grouped.setdefault(row[link], []).append(_activity(row))
     return grouped

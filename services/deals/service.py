@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -53,7 +54,7 @@ async def get(uow: UnitOfWork, deal_id: UUID) -> Deal:
 
 
 @requires(Perm.DEALS_READ)
-async def get_many(uow: UnitOfWork, deal_ids: list[UUID]) -> list[Deal]:
+async def get_many(uow: UnitOfWork, deal_ids: builtins.list[UUID]) -> builtins.list[Deal]:
     """Visible deals by id (batch loader); hidden or missing ids are left out."""
     rows = await uow.all(f"select {_SELECT} from public.deals t {_JOIN} where t.id = any(%s)", [deal_ids])
     return [_deal(r) for r in rows]
@@ -78,7 +79,7 @@ async def list(
 
 
 @requires(Perm.DEALS_READ)
-async def stage_history(uow: UnitOfWork, deal_id: UUID) -> list[StageChange]:
+async def stage_history(uow: UnitOfWork, deal_id: UUID) -> builtins.list[StageChange]:
     """The deal's stage changes, oldest first."""
     await _fetch(uow, deal_id)
     rows = await uow.all("select * from public.deal_stage_history where deal_id = %s order by id", [deal_id])
@@ -86,12 +87,12 @@ async def stage_history(uow: UnitOfWork, deal_id: UUID) -> list[StageChange]:
 
 
 @requires(Perm.DEALS_READ)
-async def stage_histories(uow: UnitOfWork, deal_ids: list[UUID]) -> dict[UUID, list[StageChange]]:
+async def stage_histories(uow: UnitOfWork, deal_ids: builtins.list[UUID]) -> dict[UUID, builtins.list[StageChange]]:
     """Stage changes of several visible deals (batch loader)."""
     rows = await uow.all(
         "select * from public.deal_stage_history where deal_id = any(%s) order by deal_id, id", [deal_ids]
     )
-    grouped: dict[UUID, list[StageChange]] = {}
+    grouped: dict[UUID, builtins.list[StageChange]] = {}
     for row in rows:
         grouped.setdefault(row["deal_id"], []).append(StageChange.model_validate(row))
     return grouped

@@ -61,7 +61,7 @@ class UnitOfWork:
 
     async def _execute(self, query: str, params: Params) -> psycopg.AsyncCursor[Row]:
         try:
-            return await self.conn.execute(query, params)  # type: ignore[arg-type]
+            return await self.conn.execute(query, params)
         except psycopg.Error as exc:
             if (mapped := domain_error(exc)) is None:
                 raise
@@ -140,8 +140,9 @@ class Database:
     """A pool of connections logged in as `authenticator` (never a superuser)."""
 
     def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10, prepare: bool = True) -> None:
-        self._pool = AsyncConnectionPool(
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
             conninfo,
+            connection_class=psycopg.AsyncConnection[Row],
             min_size=min_size,
             max_size=max_size,
             open=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -48,7 +49,7 @@ async def get(uow: UnitOfWork, lead_id: UUID) -> Lead:
 
 
 @requires(Perm.LEADS_READ)
-async def get_many(uow: UnitOfWork, lead_ids: list[UUID]) -> list[Lead]:
+async def get_many(uow: UnitOfWork, lead_ids: builtins.list[UUID]) -> builtins.list[Lead]:
     """Visible leads by id (batch loader); hidden or missing ids are left out."""
     return [_lead(r) for r in await records.fetch_many(uow, "leads", lead_ids)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 from uuid import UUID
 
@@ -50,14 +51,14 @@ async def list(
 
 
 @requires(Perm.NOTES_READ)
-async def list_for(uow: UnitOfWork, link: str, record_ids: list[UUID]) -> dict[UUID, list[Note]]:
+async def list_for(uow: UnitOfWork, link: str, record_ids: builtins.list[UUID]) -> dict[UUID, builtins.list[Note]]:
     """Visible notes of several records (batch loader), by `link` (deal_id, lead_id, ...), newest first."""
     if link not in LINK_TABLES:
         raise Invalid(f"unknown link {link!r}", field="link")
     rows = await uow.all(
         f"select * from public.notes where {link} = any(%s) order by created_at desc, id desc", [record_ids]
     )
-    grouped: dict[UUID, list[Note]] = {}
+    grouped: dict[UUID, builtins.list[Note]] = {}
     for row in rows:
         grouped.setdefault(row[link], []).append(_note(row))
     return grouped

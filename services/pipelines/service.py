@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 from uuid import UUID
 
@@ -23,11 +24,11 @@ def _stage(row: Row) -> Stage:
     return Stage.model_validate(row)
 
 
-async def _stages_of(uow: UnitOfWork, pipeline_ids: list[UUID]) -> dict[UUID, list[Stage]]:
+async def _stages_of(uow: UnitOfWork, pipeline_ids: builtins.list[UUID]) -> dict[UUID, builtins.list[Stage]]:
     rows = await uow.all(
         "select * from public.stages where pipeline_id = any(%s) order by pipeline_id, position", [pipeline_ids]
     )
-    grouped: dict[UUID, list[Stage]] = {pid: [] for pid in pipeline_ids}
+    grouped: dict[UUID, builtins.list[Stage]] = {pid: [] for pid in pipeline_ids}
     for row in rows:
         grouped[row["pipeline_id"]].append(_stage(row))
     return grouped
@@ -45,7 +46,7 @@ async def get(uow: UnitOfWork, pipeline_id: UUID) -> Pipeline:
 
 
 @requires(Perm.PIPELINES_READ)
-async def list(uow: UnitOfWork) -> list[Pipeline]:
+async def list(uow: UnitOfWork) -> builtins.list[Pipeline]:
     """All pipelines with their stages, in display order."""
     rows = await uow.all("select * from public.pipelines order by position, lower(name), id")
     stages = await _stages_of(uow, [r["id"] for r in rows])
@@ -58,7 +59,7 @@ async def get_stage(uow: UnitOfWork, stage_id: UUID) -> Stage:
 
 
 @requires(Perm.PIPELINES_READ)
-async def get_stages(uow: UnitOfWork, stage_ids: list[UUID]) -> list[Stage]:
+async def get_stages(uow: UnitOfWork, stage_ids: builtins.list[UUID]) -> builtins.list[Stage]:
     """Stages by id (batch loader); missing ids are left out."""
     return [_stage(r) for r in await records.fetch_many(uow, "stages", stage_ids)]
 
@@ -133,7 +134,7 @@ async def delete(uow: UnitOfWork, pipeline_id: UUID) -> None:
     uow.emit("crm/pipeline.deleted", pipeline_id=pipeline_id)
 
 
-async def _renumber(uow: UnitOfWork, pipeline_id: UUID, ordered_ids: list[UUID]) -> None:
+async def _renumber(uow: UnitOfWork, pipeline_id: UUID, ordered_ids: builtins.list[UUID]) -> None:
     """Write positions 0..n-1 in the given order (the unique constraint is deferred to commit)."""
     await uow.execute(
         """
@@ -204,7 +205,7 @@ async def delete_stage(uow: UnitOfWork, stage_id: UUID) -> None:
 
 
 @requires(Perm.PIPELINES_MANAGE)
-async def reorder_stages(uow: UnitOfWork, pipeline_id: UUID, stage_ids: list[UUID]) -> Pipeline:
+async def reorder_stages(uow: UnitOfWork, pipeline_id: UUID, stage_ids: builtins.list[UUID]) -> Pipeline:
     """Set the stage order: `stage_ids` must list every stage of the pipeline exactly once."""
     before = await _fetch(uow, pipeline_id)
     current = [s.id for s in before.stages]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 from uuid import UUID
 
@@ -48,14 +49,14 @@ async def get(uow: UnitOfWork, user_id: UUID) -> UserProfile:
 
 
 @requires(Perm.USERS_READ)
-async def get_many(uow: UnitOfWork, user_ids: list[UUID]) -> list[UserProfile]:
+async def get_many(uow: UnitOfWork, user_ids: builtins.list[UUID]) -> builtins.list[UserProfile]:
     """Profiles for the given ids that exist (batch loader)."""
-    rows = await uow.all(_PROFILE_SELECT + " where p.id = any(%s)", [list(user_ids)])
+    rows = await uow.all(_PROFILE_SELECT + " where p.id = any(%s)", [user_ids])
     return [_profile(r) for r in rows]
 
 
 @requires(Perm.USERS_READ)
-async def list(uow: UnitOfWork) -> list[UserProfile]:
+async def list(uow: UnitOfWork) -> builtins.list[UserProfile]:
     rows = await uow.all(_PROFILE_SELECT + " order by lower(p.display_name), p.id")
     return [_profile(r) for r in rows]
 
@@ -119,7 +120,7 @@ _TEAM_SELECT = """
 
 
 @requires(Perm.USERS_READ)
-async def list_teams(uow: UnitOfWork) -> list[Team]:
+async def list_teams(uow: UnitOfWork) -> builtins.list[Team]:
     rows = await uow.all(_TEAM_SELECT + " order by lower(t.name)")
     return [Team.model_validate(r) for r in rows]
 
