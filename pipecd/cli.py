@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Annotated
 
 import typer
@@ -90,7 +89,7 @@ def migrate() -> None:
 
 @users_app.command("add")
 def users_add(
-    email: str,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The user's email address.")],
     role: Annotated[Role, typer.Option(help="The user's role.")] = Role.MEMBER,
     team: Annotated[str | None, typer.Option(help="Team to join (created if it does not exist).")] = None,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
@@ -185,10 +184,3 @@ def dev() -> None:
         typer.echo(f"\n  {demo_user.email} ({demo_user.role.value})\n  {access}")
     typer.echo("\nStop the database with `pipecd db stop`.")
 
-
-def main() -> None:  # pragma: no cover - console entry
-    app(prog_name="pipecd")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
