@@ -163,9 +163,48 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="Create the demo comp
     typer.echo("demo company ready: " + ", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
 
 
+EXAMPLE = '{"query": "{ me { user { email } } deals(first: 3) { totalCount edges { node { title stage { name } } } } }"}'  # noqa: E501
+
+
+def _serve(settings: Settings, admin: str, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    from pipecd.app import create_app
+
+    if workers > 1:
+        # each worker process builds its own app (and pool) from the environment
+        import os
+
+        os.environ.setdefault("DATABASE_URL", admin)
+        uvicorn.run("pipecd.app:app_from_environment", factory=True, host=host, port=port, workers=workers)
+    else:
+        uvicorn.run(create_app(settings, admin_url=admin), host=host, port=port)
+
+
 @app.command()
-def dev() -> None:
-    """Run PipeCD locally: embedded database, migrations, demo data, and a token for each demo user."""
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+) -> None:
+    """Serve the GraphQL gateway (and health endpoints) against the configured database."""
+    settings = _settings()
+    _serve(settings, runtime.admin_url(settings), host, port, workers)
+
+
+@app.command("graphql-schema")
+def graphql_schema() -> None:
+    """Print the GraphQL schema (SDL), as committed in graphql_api/schema.graphql."""
+    from graphql_api.schema import sdl
+
+    typer.echo(sdl(), nl=False)
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run PipeCD locally: embedded database, migrations, demo data, tokens for the demo users, and the server."""
     from pipecd.demo import USERS
 
     settings = _settings()
@@ -173,14 +212,19 @@ def dev() -> None:
         _fail("`pipecd dev` is for development; PIPECD_ENV is production")
     admin = runtime.prepare_database(settings)
     counts = _seed(settings, admin)
-    typer.echo("PipeCD development database is ready.")
+    url = f"http://127.0.0.1:{port}/graphql"
+    typer.echo("PipeCD development server")
     typer.echo(f"  database: {admin}")
     typer.echo("  demo data: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    typer.echo(f"  GraphiQL: {url}")
     typer.echo("\nDemo users and access tokens (valid 12 hours):")
     for demo_user in USERS:
         user_id = runtime.user_id_for_email(admin, demo_user.email)
         assert user_id is not None
         access = runtime.mint_token(settings, user_id, demo_user.email, ttl_seconds=12 * 3600)
-        typer.echo(f"\n  {demo_user.email} ({demo_user.role.value})\n  {access}")
-    typer.echo("\nStop the database with `pipecd db stop`.")
-
+        typer.echo(f"\n  {demo_user.email} ({demo_user.role.value})")
+        typer.echo(f"  TOKEN={access}")
+        typer.echo(f"  curl -s {url} -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\")
+        typer.echo(f"    -d '{EXAMPLE}'")
+    typer.echo("\nCtrl-C stops the server; `pipecd db stop` stops the database.\n")
+    _serve(settings, admin, "127.0.0.1", port, 1)

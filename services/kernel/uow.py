@@ -164,6 +164,12 @@ class Database:
     async def close(self) -> None:
         await self._pool.close()
 
+    async def applied_migrations(self) -> set[str]:
+        """Versions recorded in the migration history (for readiness checks)."""
+        async with self._pool.connection(timeout=5) as conn:
+            cur = await conn.execute("select version from supabase_migrations.schema_migrations")
+            return {row["version"] for row in await cur.fetchall()}
+
     async def __aenter__(self) -> Database:
         await self.open()
         return self

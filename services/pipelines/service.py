@@ -54,6 +54,14 @@ async def list(uow: UnitOfWork) -> builtins.list[Pipeline]:
 
 
 @requires(Perm.PIPELINES_READ)
+async def get_many(uow: UnitOfWork, pipeline_ids: builtins.list[UUID]) -> builtins.list[Pipeline]:
+    """Pipelines (with stages) by id (batch loader); missing ids are left out."""
+    rows = await records.fetch_many(uow, "pipelines", pipeline_ids)
+    stages = await _stages_of(uow, [r["id"] for r in rows])
+    return [Pipeline.model_validate({**r, "stages": stages[r["id"]]}) for r in rows]
+
+
+@requires(Perm.PIPELINES_READ)
 async def get_stage(uow: UnitOfWork, stage_id: UUID) -> Stage:
     return _stage(await records.fetch(uow, "stages", "stage", stage_id))
 

@@ -1,0 +1,107 @@
+"""The one place where errors become GraphQL errors: domain errors get `extensions.code` (and the offending
+field for bad input); anything unexpected is masked as "Unexpected error" with a reference id that is also
+logged with the full traceback."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import GraphQLError
+from pydantic import ValidationError
+from strawberry.extensions import SchemaExtension
+
+from services.kernel.errors import (
+    Conflict,
+    DuplicateFound,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+
+log = logging.getLogger("pipecd.graphql")
+
+CODES: dict[type[ServiceError], str] = {
+    Unauthenticated: "UNAUTHENTICATED",
+    Forbidden: "FORBIDDEN",
+    NotFound: "NOT_FOUND",
+    Invalid: "BAD_USER_INPUT",
+    Conflict: "CONFLICT",
+    Unavailable: "UNAVAILABLE",
+}
+
+
+def _code(error: ServiceError) -> str:
+    for kind, code in CODES.items():
+        if isinstance(error, kind):
+            return code
+    return "INTERNAL_SERVER_ERROR"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def extensions_for(error: Exception) -> dict[str, Any] | None:
+    """The extensions for a deliberate error; None for anything unexpected."""
+    if isinstance(error, ServiceError):
+        extensions: dict[str, Any] = {"code": _code(error)}
+        if isinstance(error, Invalid) and error.field:
+            extensions["field"] = _camel(error.field)
+        if isinstance(error, DuplicateFound):
+            extensions["existingId"] = str(error.existing_id)
+        if isinstance(error, Forbidden) and error.permission:
+            extensions["permission"] = error.permission
+        return extensions
+    if isinstance(error, ValidationError):
+        problems = error.errors()
+        first = problems[0] if problems else {}
+        location = [str(p) for p in first.get("loc", ()) if not isinstance(p, int)]
+        return {
+            "code": "BAD_USER_INPUT",
+            "field": _camel(location[-1]) if location else None,
+            "problems": [
+                {"field": ".".join(_camel(str(p)) for p in e.get("loc", ())), "message": e.get("msg", "")}
+                for e in problems
+            ],
+        }
+    return None
+
+
+def _validation_message(extensions: dict[str, Any]) -> str:
+    problems = extensions.get("problems") or [{"field": "input", "message": "invalid"}]
+    return "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+
+
+class DomainErrors(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not getattr(result, "errors", None):
+            return
+        result.errors = [self._map(error) for error in result.errors]
+
+    def _map(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if original is None:  # parse and validation errors: already safe and precise
+            code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
+            error.extensions = {**(error.extensions or {}), "code": code}
+            return error
+        extensions = extensions_for(original)
+        if extensions is not None:
+            message = original.message if isinstance(original, ServiceError) else _validation_message(extensions)
+            return GraphQLError(message, nodes=error.nodes, path=error.path, extensions=extensions)
+        reference = uuid.uuid4().hex[:12]
+        log.error("unexpected error %s at %s", reference, error.path, exc_info=original)
+        return GraphQLError(
+            "Unexpected error",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "reference": reference},
+        )

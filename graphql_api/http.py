@@ -1,0 +1,88 @@
+"""The HTTP side of the gateway: the GraphQL router, the 401 answer for bad tokens, and the body size limit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.fastapi import GraphQLRouter
+
+from graphql_api.context import Authenticate, AuthenticationFailed, context_getter
+from graphql_api.schema import Limits, build_schema
+from services.kernel.uow import Database
+
+PATH = "/graphql"
+
+
+def graphql_error_body(message: str, code: str, **extensions: Any) -> dict[str, Any]:
+    return {"data": None, "errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+
+
+class BodySizeLimit:
+    """Refuse GraphQL request bodies over `max_bytes` (413), declared or streamed, before parsing them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PATH):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(
+            graphql_error_body(f"request body exceeds {self.max_bytes} bytes", "PAYLOAD_TOO_LARGE")
+        ).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def install(
+    app: FastAPI, db: Database, authenticate: Authenticate, *, limits: Limits | None = None, production: bool = False
+) -> None:
+    """Mount /graphql on `app`: GraphiQL and introspection only outside production."""
+    limits = limits or Limits()
+    router = GraphQLRouter(
+        build_schema(limits, introspection=not production),
+        path=PATH,
+        graphql_ide=None if production else "graphiql",
+        context_getter=context_getter(db, authenticate),
+        allow_queries_via_get=False,
+    )
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(AuthenticationFailed)
+    async def unauthenticated(_: Request, exc: AuthenticationFailed) -> JSONResponse:
+        return JSONResponse(
+            graphql_error_body(exc.message, "UNAUTHENTICATED"),
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="pipecd"'},
+        )

@@ -1,0 +1,69 @@
+"""Per-request DataLoaders: every relation is fetched in one batch per request level, through the service
+layer's batch functions (which apply the same permissions and RLS as single reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from strawberry.dataloader import DataLoader
+
+from services.activities import service as activities
+from services.activities.schemas import Activity
+from services.contacts import service as contacts
+from services.contacts.schemas import Organization, Person
+from services.deals import service as deals
+from services.deals.schemas import Deal, StageChange
+from services.kernel.uow import UnitOfWork
+from services.leads import service as leads
+from services.leads.schemas import Lead
+from services.notes import service as notes
+from services.notes.schemas import Note
+from services.pipelines import service as pipelines
+from services.pipelines.schemas import Pipeline, Stage
+from services.users import service as users
+from services.users.schemas import UserProfile
+
+T = TypeVar("T")
+Read = Callable[[], Awaitable[UnitOfWork]]
+
+
+def _by_id(read: Read, fetch: Callable[[UnitOfWork, list[UUID]], Awaitable[Sequence[Any]]]) -> DataLoader[UUID, Any]:
+    """A loader of records by id; ids the caller may not see load as None."""
+
+    async def load(ids: list[UUID]) -> list[Any]:
+        found = {record.id: record for record in await fetch(await read(), list(ids))}
+        return [found.get(i) for i in ids]
+
+    return DataLoader(load_fn=load)
+
+
+def _grouped(
+    read: Read, fetch: Callable[[UnitOfWork, list[UUID]], Awaitable[dict[UUID, list[T]]]]
+) -> DataLoader[UUID, list[T]]:
+    async def load(ids: list[UUID]) -> list[list[T]]:
+        found = await fetch(await read(), list(ids))
+        return [found.get(i, []) for i in ids]
+
+    return DataLoader(load_fn=load)
+
+
+class Loaders:
+    def __init__(self, read: Read) -> None:
+        self.user: DataLoader[UUID, UserProfile | None] = _by_id(read, users.get_many)
+        self.pipeline: DataLoader[UUID, Pipeline | None] = _by_id(read, pipelines.get_many)
+        self.stage: DataLoader[UUID, Stage | None] = _by_id(read, pipelines.get_stages)
+        self.person: DataLoader[UUID, Person | None] = _by_id(read, contacts.get_persons)
+        self.organization: DataLoader[UUID, Organization | None] = _by_id(read, contacts.get_organizations)
+        self.deal: DataLoader[UUID, Deal | None] = _by_id(read, deals.get_many)
+        self.lead: DataLoader[UUID, Lead | None] = _by_id(read, leads.get_many)
+        self.stage_history: DataLoader[UUID, list[StageChange]] = _grouped(read, deals.stage_histories)
+        self.activities_of: dict[str, DataLoader[UUID, list[Activity]]] = {
+            link: _grouped(read, lambda uow, ids, link=link: activities.list_for(uow, link, ids))
+            for link in ("deal_id", "lead_id", "person_id", "organization_id")
+        }
+        self.notes_of: dict[str, DataLoader[UUID, list[Note]]] = {
+            link: _grouped(read, lambda uow, ids, link=link: notes.list_for(uow, link, ids))
+            for link in ("deal_id", "lead_id", "person_id", "organization_id")
+        }

@@ -1,0 +1,185 @@
+"""Root query fields: each authenticates (through the context), calls one service function, maps the result."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import strawberry
+from strawberry.experimental.pydantic import input as input_from_model
+
+from graphql_api.types import (
+    ActivityType,
+    AuditEntryType,
+    Connection,
+    DealType,
+    LeadType,
+    MeType,
+    NoteType,
+    OrganizationType,
+    PersonType,
+    PipelineType,
+    SearchHitType,
+    TeamType,
+    UserType,
+    connection,
+)
+from services.activities import service as activities
+from services.activities.schemas import ActivityFilter
+from services.audit import service as audit
+from services.contacts import service as contacts
+from services.contacts.schemas import OrganizationFilter, PersonFilter
+from services.deals import service as deals
+from services.deals.schemas import DealFilter
+from services.kernel.pagination import DEFAULT_LIMIT, PageRequest
+from services.leads import service as leads
+from services.leads.schemas import LeadFilter
+from services.notes import service as notes
+from services.notes.schemas import NoteFilter
+from services.pipelines import service as pipelines
+from services.search import service as search_service
+from services.search.schemas import SearchType
+from services.users import service as users
+
+
+@input_from_model(model=DealFilter, all_fields=True, name="DealFilter")
+class DealFilterInput:
+    pass
+
+
+@input_from_model(model=PersonFilter, all_fields=True, name="PersonFilter")
+class PersonFilterInput:
+    pass
+
+
+@input_from_model(model=OrganizationFilter, all_fields=True, name="OrganizationFilter")
+class OrganizationFilterInput:
+    pass
+
+
+@input_from_model(model=LeadFilter, all_fields=True, name="LeadFilter")
+class LeadFilterInput:
+    pass
+
+
+@input_from_model(model=ActivityFilter, all_fields=True, name="ActivityFilter")
+class ActivityFilterInput:
+    pass
+
+
+@input_from_model(model=NoteFilter, all_fields=True, name="NoteFilter")
+class NoteFilterInput:
+    pass
+
+
+def _page(first: int, after: str | None) -> PageRequest:
+    return PageRequest(limit=first, after=after)
+
+
+def _filter(value: Any) -> Any:
+    return None if value is None else value.to_pydantic()
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The caller: profile, roles, teams, token scopes and effective permissions.")
+    async def me(self, info: strawberry.Info) -> MeType:
+        return MeType.from_pydantic(await users.whoami(await info.context.read()))
+
+    @strawberry.field(description="All users.")
+    async def users(self, info: strawberry.Info) -> list[UserType]:
+        return [UserType.from_pydantic(u) for u in await users.list(await info.context.read())]
+
+    @strawberry.field(description="All teams.")
+    async def teams(self, info: strawberry.Info) -> list[TeamType]:
+        return [TeamType.from_pydantic(t) for t in await users.list_teams(await info.context.read())]
+
+    @strawberry.field(description="All pipelines with their stages, in display order.")
+    async def pipelines(self, info: strawberry.Info) -> list[PipelineType]:
+        return [PipelineType.from_pydantic(p) for p in await pipelines.list(await info.context.read())]
+
+    @strawberry.field(description="One pipeline.")
+    async def pipeline(self, info: strawberry.Info, id: UUID) -> PipelineType:
+        return PipelineType.from_pydantic(await pipelines.get(await info.context.read(), id))
+
+    @strawberry.field(description="Deals visible to the caller, newest first.")
+    async def deals(
+        self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
+        filter: DealFilterInput | None = None,
+    ) -> Connection[DealType]:
+        page = await deals.list(await info.context.read(), _filter(filter), _page(first, after))
+        return connection(page, DealType)
+
+    @strawberry.field(description="One deal.")
+    async def deal(self, info: strawberry.Info, id: UUID) -> DealType:
+        return DealType.from_pydantic(await deals.get(await info.context.read(), id))
+
+    @strawberry.field(description="Persons visible to the caller, newest first.")
+    async def persons(
+        self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
+        filter: PersonFilterInput | None = None,
+    ) -> Connection[PersonType]:
+        page = await contacts.list_persons(await info.context.read(), _filter(filter), _page(first, after))
+        return connection(page, PersonType)
+
+    @strawberry.field(description="One person.")
+    async def person(self, info: strawberry.Info, id: UUID) -> PersonType:
+        return PersonType.from_pydantic(await contacts.get_person(await info.context.read(), id))
+
+    @strawberry.field(description="Organizations visible to the caller, newest first.")
+    async def organizations(
+        self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
+        filter: OrganizationFilterInput | None = None,
+    ) -> Connection[OrganizationType]:
+        page = await contacts.list_organizations(await info.context.read(), _filter(filter), _page(first, after))
+        return connection(page, OrganizationType)
+
+    @strawberry.field(description="One organization.")
+    async def organization(self, info: strawberry.Info, id: UUID) -> OrganizationType:
+        return OrganizationType.from_pydantic(await contacts.get_organization(await info.context.read(), id))
+
+    @strawberry.field(description="Leads visible to the caller, newest first.")
+    async def leads(
+        self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
+        filter: LeadFilterInput | None = None,
+    ) -> Connection[LeadType]:
+        page = await leads.list(await info.context.read(), _filter(filter), _page(first, after))
+        return connection(page, LeadType)
+
+    @strawberry.field(description="One lead.")
+    async def lead(self, info: strawberry.Info, id: UUID) -> LeadType:
+        return LeadType.from_pydantic(await leads.get(await info.context.read(), id))
+
+    @strawberry.field(description="Activities visible to the caller, newest first.")
+    async def activities(
+        self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
+        filter: ActivityFilterInput | None = None,
+    ) -> Connection[ActivityType]:
+        page = await activities.list(await info.context.read(), _filter(filter), _page(first, after))
+        return connection(page, ActivityType)
+
+    @strawberry.field(description="One activity.")
+    async def activity(self, info: strawberry.Info, id: UUID) -> ActivityType:
+        return ActivityType.from_pydantic(await activities.get(await info.context.read(), id))
+
+    @strawberry.field(description="Notes visible to the caller, newest first.")
+    async def notes(
+        self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
+        filter: NoteFilterInput | None = None,
+    ) -> Connection[NoteType]:
+        page = await notes.list(await info.context.read(), _filter(filter), _page(first, after))
+        return connection(page, NoteType)
+
+    @strawberry.field(description="Find persons, organizations, deals and leads by name, email, domain or title.")
+    async def search(
+        self, info: strawberry.Info, query: str, types: list[SearchType] | None = None, first: int = 10
+    ) -> list[SearchHitType]:
+        hits = await search_service.search(await info.context.read(), query, types=types, limit=first)
+        return [SearchHitType.from_pydantic(h) for h in hits]
+
+    @strawberry.field(description="The audit trail of one record, newest first (needs audit:read).")
+    async def audit_log(
+        self, info: strawberry.Info, entity_type: str, entity_id: UUID, first: int = 100
+    ) -> list[AuditEntryType]:
+        entries = await audit.for_entity(await info.context.read(), entity_type, entity_id, limit=first)
+        return [AuditEntryType.from_pydantic(e) for e in entries]

@@ -1,0 +1,68 @@
+"""The ASGI app factory: one FastAPI app, one lifespan that opens what each surface needs, health endpoints.
+
+The MCP server (/mcp) and the Inngest endpoint (/api/inngest) are mounted here too when they exist; each
+adds what it needs to `lifespan` below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+import graphql_api.http
+from pipecd import runtime
+from pipecd.database.migrations import discover
+from pipecd.settings import Settings
+from services.kernel.auth import authenticate
+from services.kernel.principal import Channel
+
+
+def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
+    admin = admin_url or runtime.admin_url(settings)
+    db = runtime.database(settings, admin)
+    verifier = runtime.token_verifier(settings)
+    shipped = [m.version for m in discover()]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await db.open()
+        try:
+            yield
+        finally:
+            await db.close()
+
+    app = FastAPI(title="PipeCD", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        try:
+            applied = await db.applied_migrations()
+        except Exception as exc:  # any failure to reach the database means not ready
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
+        missing = [v for v in shipped if v not in applied]
+        if missing:
+            return JSONResponse({"status": "migrations pending", "pending": missing}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    graphql_api.http.install(
+        app,
+        db,
+        partial(authenticate, db, verifier, channel=Channel.GRAPHQL),
+        production=settings.is_production,
+    )
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory` (multi-worker serving): settings from the environment."""
+    from pipecd.settings import get_settings
+
+    return create_app(get_settings())
