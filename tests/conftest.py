@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -251,6 +252,65 @@ def counts(conn: psycopg.Connection, *tables: str) -> dict[str, int]:
     return {t: conn.execute(f"select count(*) from public.{t}").fetchone()[0] for t in tables}  # type: ignore[index]
 
 
+# The GraphQL gateway over HTTP ------------------------------------------------------------------------
+
+TEST_JWT_SECRET = "test-secret-for-pipecd-tests-only-0123456789"
+
+
+@pytest.fixture
+def settings(admin_url: str, tmp_path: Path):
+    from pipecd.settings import Settings
+
+    return Settings(
+        DATABASE_URL=admin_url, PIPECD_STATE_DIR=tmp_path / "state", PIPECD_ENV="test",
+        SUPABASE_JWT_SECRET=TEST_JWT_SECRET,
+    )
+
+
+class Api:
+    """POSTs GraphQL to the real app in-process (httpx ASGI transport) as one of the test company's people."""
+
+    def __init__(self, client: Any, settings: Any, company: Company) -> None:
+        self.client = client
+        self.settings = settings
+        self.company = company
+
+    def token(self, key: str, *, scopes: list[Scope] | None = None, ttl_seconds: int = 600) -> str:
+        from pipecd.runtime import mint_token
+
+        person = self.company.people[key]
+        return mint_token(self.settings, person.id, person.email, scopes=scopes, ttl_seconds=ttl_seconds)
+
+    async def post(self, query: str, variables: dict[str, Any] | None = None, *, as_: str | None = "bob",
+                   token: str | None = None, scopes: list[Scope] | None = None) -> Any:
+        headers = {}
+        if token is None and as_ is not None:
+            token = self.token(as_, scopes=scopes)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return await self.client.post("/graphql", json={"query": query, "variables": variables or {}},
+                                      headers=headers)
+
+    async def query(self, query: str, variables: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """The JSON body of a POST (asserting HTTP 200)."""
+        response = await self.post(query, variables, **kwargs)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+async def api(settings, company: Company) -> AsyncIterator[Api]:
+    import httpx
+
+    from pipecd.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(client, settings, company)
+
+
 def events(conn: psycopg.Connection) -> list[tuple[str, dict]]:
     """(name, data) of every outbox event, sorted by name (events of one transaction share a timestamp)."""
     return conn.execute("select name, data from public.outbox order by name").fetchall()
@@ -265,4 +325,4 @@ def forget_bookkeeping(conn: psycopg.Connection) -> None:
     conn.execute("truncate public.audit_log, public.outbox")
 
 
-__all__ = ["Actors", "Company", "UnitOfWork", "audit_operations", "counts", "events", "forget_bookkeeping"]
+__all__ = ["Actors", "Api", "Company", "UnitOfWork", "audit_operations", "counts", "events", "forget_bookkeeping"]
