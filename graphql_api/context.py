@@ -3,6 +3,7 @@ request's DataLoaders, and write transactions for mutations."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Context(BaseContext):
     stack: AsyncExitStack
     loaders: Loaders = field(init=False)
     _read: UnitOfWork | None = None
+    _opening_read: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -45,9 +47,13 @@ class Context(BaseContext):
         return self.principal_or_none
 
     async def read(self) -> UnitOfWork:
-        """The request's read transaction (opened on first use, closed when the request ends)."""
-        if self._read is None:
-            self._read = await self.stack.enter_async_context(self.db.unit_of_work(self.principal))
+        """The request's read transaction (opened on first use, closed when the request ends).
+
+        Root fields resolve concurrently: the lock makes the first one open the transaction and the others wait
+        for it, instead of each opening (and holding until the request ends) a pool connection of its own."""
+        async with self._opening_read:
+            if self._read is None:
+                self._read = await self.stack.enter_async_context(self.db.unit_of_work(self.principal))
         return self._read
 
     def write(self) -> AbstractAsyncContextManager[UnitOfWork]:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from pydantic import ValidationError
 from strawberry.extensions import SchemaExtension
 
@@ -79,9 +79,20 @@ def _validation_message(extensions: dict[str, Any]) -> str:
     return "; ".join(f"{p['field']}: {p['message']}" for p in problems)
 
 
+def _with_code(error: GraphQLError) -> GraphQLError:
+    """Parse and validation errors are already safe and precise; they only need a code."""
+    default = "GRAPHQL_PARSE_FAILED" if isinstance(error, GraphQLSyntaxError) else "GRAPHQL_VALIDATION_FAILED"
+    error.extensions = {"code": default, **(error.extensions or {})}
+    return error
+
+
 class DomainErrors(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
-        yield
+        try:
+            yield
+        except GraphQLError as error:  # a parse error (e.g. too many tokens) raised by ParserCache's parse hook
+            _with_code(error)
+            raise
         result = self.execution_context.result
         if result is None or not getattr(result, "errors", None):
             return
@@ -89,10 +100,8 @@ class DomainErrors(SchemaExtension):
 
     def _map(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
-        if original is None:  # parse and validation errors: already safe and precise
-            code = (error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED")
-            error.extensions = {**(error.extensions or {}), "code": code}
-            return error
+        if original is None:
+            return _with_code(error)
         extensions = extensions_for(original)
         if extensions is not None:
             message = original.message if isinstance(original, ServiceError) else _validation_message(extensions)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
 import strawberry
+from pydantic import ValidationError
 from strawberry.experimental.pydantic import input as input_from_model
 
 from graphql_api.types import (
@@ -31,7 +34,8 @@ from services.contacts import service as contacts
 from services.contacts.schemas import OrganizationFilter, PersonFilter
 from services.deals import service as deals
 from services.deals.schemas import DealFilter
-from services.kernel.pagination import DEFAULT_LIMIT, PageRequest
+from services.kernel.errors import Invalid
+from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from services.leads import service as leads
 from services.leads.schemas import LeadFilter
 from services.notes import service as notes
@@ -73,7 +77,21 @@ class NoteFilterInput:
 
 
 def _page(first: int, after: str | None) -> PageRequest:
-    return PageRequest(limit=first, after=after)
+    try:
+        return PageRequest(limit=first, after=after)
+    except ValidationError as exc:  # only the page size has bounds to break
+        raise Invalid(f"first must be between 1 and {MAX_LIMIT}", field="first") from exc
+
+
+@contextmanager
+def _limit_is_first() -> Iterator[None]:
+    """The services call the page size `limit`; GraphQL callers know it as the argument `first`."""
+    try:
+        yield
+    except Invalid as exc:
+        if exc.field != "limit":
+            raise
+        raise Invalid(exc.message.replace("limit", "first", 1), field="first") from exc
 
 
 def _filter(value: Any) -> Any:
@@ -98,8 +116,8 @@ class Query:
     async def pipelines(self, info: strawberry.Info) -> list[PipelineType]:
         return [PipelineType.from_pydantic(p) for p in await pipelines.list(await info.context.read())]
 
-    @strawberry.field(description="One pipeline.")
-    async def pipeline(self, info: strawberry.Info, id: UUID) -> PipelineType:
+    @strawberry.field(description="One pipeline; null, with a NOT_FOUND error, if it is missing or hidden.")
+    async def pipeline(self, info: strawberry.Info, id: UUID) -> PipelineType | None:
         return PipelineType.from_pydantic(await pipelines.get(await info.context.read(), id))
 
     @strawberry.field(description="Deals visible to the caller, newest first.")
@@ -110,8 +128,8 @@ class Query:
         page = await deals.list(await info.context.read(), _filter(filter), _page(first, after))
         return connection(page, DealType)
 
-    @strawberry.field(description="One deal.")
-    async def deal(self, info: strawberry.Info, id: UUID) -> DealType:
+    @strawberry.field(description="One deal; null, with a NOT_FOUND error, if it is missing or hidden.")
+    async def deal(self, info: strawberry.Info, id: UUID) -> DealType | None:
         return DealType.from_pydantic(await deals.get(await info.context.read(), id))
 
     @strawberry.field(description="Persons visible to the caller, newest first.")
@@ -122,8 +140,8 @@ class Query:
         page = await contacts.list_persons(await info.context.read(), _filter(filter), _page(first, after))
         return connection(page, PersonType)
 
-    @strawberry.field(description="One person.")
-    async def person(self, info: strawberry.Info, id: UUID) -> PersonType:
+    @strawberry.field(description="One person; null, with a NOT_FOUND error, if it is missing or hidden.")
+    async def person(self, info: strawberry.Info, id: UUID) -> PersonType | None:
         return PersonType.from_pydantic(await contacts.get_person(await info.context.read(), id))
 
     @strawberry.field(description="Organizations visible to the caller, newest first.")
@@ -134,8 +152,8 @@ class Query:
         page = await contacts.list_organizations(await info.context.read(), _filter(filter), _page(first, after))
         return connection(page, OrganizationType)
 
-    @strawberry.field(description="One organization.")
-    async def organization(self, info: strawberry.Info, id: UUID) -> OrganizationType:
+    @strawberry.field(description="One organization; null, with a NOT_FOUND error, if it is missing or hidden.")
+    async def organization(self, info: strawberry.Info, id: UUID) -> OrganizationType | None:
         return OrganizationType.from_pydantic(await contacts.get_organization(await info.context.read(), id))
 
     @strawberry.field(description="Leads visible to the caller, newest first.")
@@ -146,8 +164,8 @@ class Query:
         page = await leads.list(await info.context.read(), _filter(filter), _page(first, after))
         return connection(page, LeadType)
 
-    @strawberry.field(description="One lead.")
-    async def lead(self, info: strawberry.Info, id: UUID) -> LeadType:
+    @strawberry.field(description="One lead; null, with a NOT_FOUND error, if it is missing or hidden.")
+    async def lead(self, info: strawberry.Info, id: UUID) -> LeadType | None:
         return LeadType.from_pydantic(await leads.get(await info.context.read(), id))
 
     @strawberry.field(description="Activities visible to the caller, newest first.")
@@ -158,8 +176,8 @@ class Query:
         page = await activities.list(await info.context.read(), _filter(filter), _page(first, after))
         return connection(page, ActivityType)
 
-    @strawberry.field(description="One activity.")
-    async def activity(self, info: strawberry.Info, id: UUID) -> ActivityType:
+    @strawberry.field(description="One activity; null, with a NOT_FOUND error, if it is missing or hidden.")
+    async def activity(self, info: strawberry.Info, id: UUID) -> ActivityType | None:
         return ActivityType.from_pydantic(await activities.get(await info.context.read(), id))
 
     @strawberry.field(description="Notes visible to the caller, newest first.")
@@ -174,12 +192,14 @@ class Query:
     async def search(
         self, info: strawberry.Info, query: str, types: list[SearchType] | None = None, first: int = 10
     ) -> list[SearchHitType]:
-        hits = await search_service.search(await info.context.read(), query, types=types, limit=first)
+        with _limit_is_first():
+            hits = await search_service.search(await info.context.read(), query, types=types, limit=first)
         return [SearchHitType.from_pydantic(h) for h in hits]
 
     @strawberry.field(description="The audit trail of one record, newest first (needs audit:read).")
     async def audit_log(
         self, info: strawberry.Info, entity_type: str, entity_id: UUID, first: int = 100
     ) -> list[AuditEntryType]:
-        entries = await audit.for_entity(await info.context.read(), entity_type, entity_id, limit=first)
+        with _limit_is_first():
+            entries = await audit.for_entity(await info.context.read(), entity_type, entity_id, limit=first)
         return [AuditEntryType.from_pydantic(e) for e in entries]

@@ -6,14 +6,9 @@ from dataclasses import dataclass
 
 import strawberry
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.extensions.max_aliases import create_validator as max_aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as max_depth_rule
 
 from graphql_api.cost import cost_limit_rule
 from graphql_api.errors import DomainErrors
@@ -34,17 +29,22 @@ class Limits:
 
 def build_schema(limits: Limits | None = None, *, introspection: bool = True) -> strawberry.Schema:
     limits = limits or Limits()
+    # The rule classes are made once per schema, not per request: ValidationCache keys on them, so rules made
+    # afresh for every request (as QueryDepthLimiter and MaxAliasesLimiter factories do) would never hit.
+    rules: list = [
+        max_depth_rule(limits.max_depth, None),
+        max_aliases_rule(limits.max_aliases),
+        cost_limit_rule(limits.max_cost),
+    ]
+    if not introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list = [
         DomainErrors,
         lambda: ParserCache(maxsize=256),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
-        lambda: AddValidationRules([cost_limit_rule(limits.max_cost)]),
+        lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=256),
     ]
-    if not introspection:
-        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
 
 
