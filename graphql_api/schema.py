@@ -18,7 +18,8 @@ from graphql_api.queries import Query
 
 @dataclass(frozen=True)
 class Limits:
-    """Defaults sized for the web app's heaviest screens with room to spare; every one is configurable."""
+    """Defaults sized for the web app's heaviest screens with room to spare; every one is configurable
+    (PIPECD_GRAPHQL_MAX_* settings). Batched requests (a JSON array of operations) are refused outright."""
 
     max_depth: int = 10
     max_tokens: int = 2000

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import graphql_api.http
+from graphql_api.schema import Limits
 from pipecd import runtime
 from pipecd.database.migrations import discover
 from pipecd.settings import Settings
@@ -56,6 +57,13 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
         app,
         db,
         partial(authenticate, db, verifier, channel=Channel.GRAPHQL),
+        limits=Limits(
+            max_depth=settings.graphql_max_depth,
+            max_tokens=settings.graphql_max_tokens,
+            max_aliases=settings.graphql_max_aliases,
+            max_cost=settings.graphql_max_cost,
+            max_body_bytes=settings.graphql_max_body_bytes,
+        ),
         production=settings.is_production,
     )
     return app

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from graphql_api.schema import Limits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
@@ -55,6 +57,17 @@ class Settings(BaseSettings):
     supabase_url: str | None = Field(None, validation_alias=AliasChoices("SUPABASE_URL"))
     supabase_service_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY")
+    )
+
+    # GraphQL limits (defaults in graphql_api.schema.Limits): checked before any resolver or SQL runs.
+    graphql_max_depth: int = Field(Limits.max_depth, validation_alias=AliasChoices("PIPECD_GRAPHQL_MAX_DEPTH"), ge=1)
+    graphql_max_tokens: int = Field(Limits.max_tokens, validation_alias=AliasChoices("PIPECD_GRAPHQL_MAX_TOKENS"), ge=1)
+    graphql_max_aliases: int = Field(
+        Limits.max_aliases, validation_alias=AliasChoices("PIPECD_GRAPHQL_MAX_ALIASES"), ge=0
+    )
+    graphql_max_cost: int = Field(Limits.max_cost, validation_alias=AliasChoices("PIPECD_GRAPHQL_MAX_COST"), ge=1)
+    graphql_max_body_bytes: int = Field(
+        Limits.max_body_bytes, validation_alias=AliasChoices("PIPECD_GRAPHQL_MAX_BODY_BYTES"), ge=1024
     )
 
     @property
