@@ -1,0 +1,68 @@
+"""The one place where errors become MCP tool errors: short, tagged, and telling the model what to do next.
+
+`[not_found] deal 123 not found — ...`, `[forbidden] ...`, `[invalid] ... (field: value)`. Anything unexpected
+is logged with a reference and answered as `[internal] internal error, ref=...`, never with its details.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import ValidationError
+
+from services.kernel.errors import (
+    Conflict,
+    DuplicateFound,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+from services.kernel.permissions import ROLE_PERMISSIONS, Perm
+from services.kernel.principal import Principal
+
+log = logging.getLogger("pipecd.mcp")
+
+
+def _forbidden(error: Forbidden, principal: Principal | None) -> str:
+    """Say when the token's scopes, not the user's role, are what refuses the call: the user could do it."""
+    if principal is not None and principal.scopes is not None and error.permission:
+        perm = Perm(error.permission)
+        role_grants = any(perm in ROLE_PERMISSIONS[role] for role in principal.roles)
+        if role_grants:
+            scopes = ", ".join(sorted(s.value for s in principal.scopes))
+            return f"[forbidden] your token's scope {scopes} does not allow {perm.value}"
+    return f"[forbidden] {error.message}; your role does not allow this"
+
+
+def tool_error(error: Exception, principal: Principal | None = None) -> ToolError:
+    """The tool error for an exception raised while a tool ran."""
+    if isinstance(error, NotFound):
+        return ToolError(f"[not_found] {error.message} — resolve names to ids with `search` first; never guess ids")
+    if isinstance(error, Forbidden):
+        return ToolError(_forbidden(error, principal))
+    if isinstance(error, Invalid):
+        field = f" (field: {error.field})" if error.field else ""
+        return ToolError(f"[invalid] {error.message}{field}")
+    if isinstance(error, DuplicateFound):
+        return ToolError(f"[duplicate] {error.message} (existing_id: {error.existing_id})")
+    if isinstance(error, Conflict):
+        return ToolError(f"[conflict] {error.message}")
+    if isinstance(error, Unavailable):
+        return ToolError(f"[unavailable] {error.message}; try again shortly")
+    if isinstance(error, Unauthenticated):
+        return ToolError(f"[unauthenticated] {error.message}")
+    if isinstance(error, ServiceError):
+        return ToolError(f"[error] {error.message}")
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{e['msg']} (field: {'.'.join(str(p) for p in e['loc'])})" for e in error.errors(include_url=False)
+        )
+        return ToolError(f"[invalid] {problems}")
+    reference = uuid.uuid4().hex[:12]
+    log.error("unexpected error in an MCP tool, ref=%s", reference, exc_info=error)
+    return ToolError(f"[internal] internal error, ref={reference}")

@@ -1,0 +1,124 @@
+"""How a CRM tool is declared once and bound to a server.
+
+A tool is written as a service call: `async def create_deal(uow, data: DealCreate, idempotency_key: ...) -> Deal`.
+Binding it gives the model a flat argument list (the fields of `data`/`filter`, with the service model's
+descriptions and constraints, plus the tool's own arguments), opens a unit of work as the calling user, and
+turns every error into a tool error the model can act on. The tool's permission is the one its service function
+declares (`@requires`), so `tools/list` shows a caller exactly the tools their role and scopes allow.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel
+
+from mcp_server.errors import tool_error
+from services.kernel.permissions import Perm, declared_permission
+from services.kernel.principal import Principal
+from services.kernel.uow import Database
+
+PrincipalSource = Callable[[], Awaitable[Principal]]
+
+# Parameters of these names whose type is a pydantic model are flattened into the tool's arguments.
+FLATTENED = ("data", "filter")
+
+
+@dataclass(frozen=True)
+class CrmTool:
+    fn: Callable[..., Awaitable[Any]]
+    title: str
+    permission: Perm | None
+    annotations: ToolAnnotations
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    @property
+    def description(self) -> str:
+        return inspect.cleandoc(self.fn.__doc__ or "")
+
+
+def crm_tool(
+    registry: list[CrmTool],
+    *,
+    title: str,
+    calls: Callable[..., Any],
+    read_only: bool = False,
+    destructive: bool = False,
+    idempotent: bool = False,
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Register a tool; `calls` is the service function it wraps, whose declared permission gates the tool."""
+    permission = declared_permission(calls)
+    if permission is False:
+        raise TypeError(f"{calls.__qualname__} declares no permission")
+    annotations = ToolAnnotations(
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent or read_only,
+        open_world_hint=False,
+    )
+
+    def register(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        registry.append(CrmTool(fn, title, permission or None, annotations))
+        return fn
+
+    return register
+
+
+def _flattened(model: type[BaseModel]) -> list[inspect.Parameter]:
+    return [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[field.annotation, field],
+            # the field (in the annotation) carries its default or default factory
+            default=inspect.Parameter.empty if field.is_required() or field.default_factory else field.default,
+        )
+        for name, field in model.model_fields.items()
+    ]
+
+
+def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Callable[..., Awaitable[Any]]:
+    """The function the MCP server calls for `tool`: flat arguments in, the service's model out."""
+    signature = inspect.signature(tool.fn, eval_str=True)
+    _, *own = signature.parameters.values()  # the first is the unit of work
+    public: list[inspect.Parameter] = []
+    models: dict[str, type[BaseModel]] = {}
+    for parameter in own:
+        annotation = parameter.annotation
+        if parameter.name in FLATTENED and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            models[parameter.name] = annotation
+            public.extend(_flattened(annotation))
+        else:
+            public.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    names = [p.name for p in public]
+    if len(names) != len(set(names)):
+        raise TypeError(f"tool {tool.name}: an argument name is used twice: {names}")
+
+    async def run(**arguments: Any) -> Any:
+        caller: Principal | None = None
+        try:
+            caller = await principal()
+            call: dict[str, Any] = {}
+            for name, model in models.items():
+                # null and left out mean the same to a model: "not given" (an update leaves the field as it is)
+                given = {k: arguments.pop(k) for k in list(arguments) if k in model.model_fields}
+                call[name] = model(**{k: v for k, v in given.items() if v is not None})
+            async with db.unit_of_work(caller) as uow:
+                return await tool.fn(uow, **call, **arguments)
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise tool_error(exc, caller) from exc
+
+    run.__name__ = tool.name
+    run.__doc__ = tool.description
+    run.__signature__ = inspect.Signature(public, return_annotation=signature.return_annotation)  # type: ignore[attr-defined]
+    return run

@@ -1,0 +1,310 @@
+"""The CRM tools. Each is one service call; its docstring is written for the model that will call it.
+
+Every tool runs as the calling user, through the same permission checks and Row Level Security as the web app.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field
+
+from mcp_server.registry import CrmTool, crm_tool
+from services.activities import service as activities
+from services.activities.schemas import Activity, ActivityCreate, ActivityFilter
+from services.contacts import service as contacts
+from services.contacts.schemas import (
+    Organization,
+    OrganizationCreate,
+    OrganizationFilter,
+    Person,
+    PersonCreate,
+    PersonFilter,
+)
+from services.deals import service as deals
+from services.deals.schemas import Deal, DealCreate, DealFilter, DealUpdate
+from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
+from services.kernel.uow import UnitOfWork
+from services.leads import service as leads
+from services.leads.schemas import ConversionResult, Lead, LeadConversion, LeadCreate, LeadFilter
+from services.notes import service as notes
+from services.notes.schemas import Note, NoteCreate
+from services.pipelines import service as pipelines
+from services.pipelines.schemas import Pipeline
+from services.search import service as search_service
+from services.search.schemas import SearchHit, SearchType
+from services.users import service as users
+from services.users.schemas import Me
+
+TOOLS: list[CrmTool] = []
+
+RESOLVE_FIRST = "Resolve names to ids with `search` first; never guess ids."
+
+DealId = Annotated[UUID, Field(description="The deal's id (from `search` or `list_deals`).")]
+PersonId = Annotated[UUID, Field(description="The person's id (from `search` or `list_persons`).")]
+OrganizationId = Annotated[UUID, Field(description="The organization's id (from `search`).")]
+LeadId = Annotated[UUID, Field(description="The lead's id (from `search` or `list_leads`).")]
+ActivityId = Annotated[UUID, Field(description="The activity's id (from `list_activities`).")]
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"Page size, 1-{MAX_LIMIT}.")]
+Cursor = Annotated[str | None, Field(description="`next_cursor` of the previous page; omit for the first page.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Field(max_length=200, description="A key of your choosing; repeating the call with it returns the first "
+          "result instead of creating a twin. Use one whenever you might retry."),
+]
+ExpectedVersion = Annotated[
+    int | None,
+    Field(description="The record's `version` as you last read it; the change is refused if it moved on since."),
+]
+
+
+def _page(limit: int, cursor: str | None) -> PageRequest:
+    return PageRequest(limit=limit, after=cursor)
+
+
+# Who am I, and finding things --------------------------------------------------------------------------
+
+
+@crm_tool(TOOLS, title="Who am I", calls=users.whoami, read_only=True)
+async def whoami(uow: UnitOfWork) -> Me:
+    """The user this assistant acts for: profile, the token's scopes, and the permissions in effect.
+
+    Call it first when unsure what you may do: writes fail for a read-only token even when the user could
+    make them."""
+    return await users.whoami(uow)
+
+
+@crm_tool(TOOLS, title="Search the CRM", calls=search_service.search, read_only=True)
+async def search(
+    uow: UnitOfWork,
+    query: Annotated[str, Field(min_length=2, max_length=200, description="Name, email, domain or title.")],
+    types: Annotated[
+        list[SearchType] | None, Field(description="Only these record types; default: all you may read.")
+    ] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="How many hits at most.")] = 10,
+) -> list[SearchHit]:
+    """Find persons, organizations, deals and leads by name, email, domain or title; best matches first.
+
+    Use this to turn a name the user mentions ("the Acme deal", "Peter from Initech") into an id before calling
+    any other tool. Each hit has the id, the type, the title and a short context line to tell similar hits
+    apart; if several hits fit, ask the user which one they mean."""
+    return await search_service.search(uow, query, types=types, limit=limit)
+
+
+# Reading records ---------------------------------------------------------------------------------------
+
+
+@crm_tool(TOOLS, title="Get a deal", calls=deals.get, read_only=True)
+async def get_deal(uow: UnitOfWork, deal_id: DealId) -> Deal:
+    """One deal: value, currency, status, pipeline and stage ids, owner, weighted value and `version`.
+
+    Resolve names to ids with `search` first. Pass `version` as `expected_version` when you change it."""
+    return await deals.get(uow, deal_id)
+
+
+@crm_tool(TOOLS, title="Get a person", calls=contacts.get_person, read_only=True)
+async def get_person(uow: UnitOfWork, person_id: PersonId) -> Person:
+    """One contact person: name, emails, phones, organization id, owner. Resolve names with `search` first."""
+    return await contacts.get_person(uow, person_id)
+
+
+@crm_tool(TOOLS, title="Get an organization", calls=contacts.get_organization, read_only=True)
+async def get_organization(uow: UnitOfWork, organization_id: OrganizationId) -> Organization:
+    """One organization: name, domain, address, owner. Resolve names with `search` first."""
+    return await contacts.get_organization(uow, organization_id)
+
+
+@crm_tool(TOOLS, title="Get a lead", calls=leads.get, read_only=True)
+async def get_lead(uow: UnitOfWork, lead_id: LeadId) -> Lead:
+    """One lead from the inbox: title, source, value, contact details, status (open, archived, converted).
+
+    Resolve names with `search` first."""
+    return await leads.get(uow, lead_id)
+
+
+@crm_tool(TOOLS, title="List deals", calls=deals.list, read_only=True)
+async def list_deals(
+    uow: UnitOfWork, filter: DealFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[Deal]:
+    """Deals you may see, newest first, filtered by owner, team, pipeline, stage, status, contact or text.
+
+    `total` counts every match; pass `next_cursor` back as `cursor` for the next page. For pipeline ids and
+    stage ids call `list_pipelines`; for a user's id, `whoami` (yourself) or `search`."""
+    return await deals.list(uow, filter, _page(limit, cursor))
+
+
+@crm_tool(TOOLS, title="List persons", calls=contacts.list_persons, read_only=True)
+async def list_persons(
+    uow: UnitOfWork, filter: PersonFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[Person]:
+    """Contact persons you may see, newest first, by owner, team, organization or text.
+
+    To find one person by name or email, `search` is quicker."""
+    return await contacts.list_persons(uow, filter, _page(limit, cursor))
+
+
+@crm_tool(TOOLS, title="List organizations", calls=contacts.list_organizations, read_only=True)
+async def list_organizations(
+    uow: UnitOfWork, filter: OrganizationFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[Organization]:
+    """Organizations you may see, newest first, by owner, team or text. To find one by name, use `search`."""
+    return await contacts.list_organizations(uow, filter, _page(limit, cursor))
+
+
+@crm_tool(TOOLS, title="List leads", calls=leads.list, read_only=True)
+async def list_leads(
+    uow: UnitOfWork, filter: LeadFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[Lead]:
+    """Leads in the inbox you may see, newest first, by status (open, archived, converted), label, owner or
+    text."""
+    return await leads.list(uow, filter, _page(limit, cursor))
+
+
+@crm_tool(TOOLS, title="List activities", calls=activities.list, read_only=True)
+async def list_activities(
+    uow: UnitOfWork, filter: ActivityFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[Activity]:
+    """Tasks, calls, meetings, emails and deadlines you may see, by record (deal, lead, person, organization),
+    owner, done or not, or due date. Resolve the record's id with `search` first."""
+    return await activities.list(uow, filter, _page(limit, cursor))
+
+
+@crm_tool(TOOLS, title="List pipelines", calls=pipelines.list, read_only=True)
+async def list_pipelines(uow: UnitOfWork) -> list[Pipeline]:
+    """Every pipeline with its stages in order, each stage with its id and win probability (percent).
+
+    Call it before creating or moving a deal to learn the stage ids; do not guess them."""
+    return await pipelines.list(uow)
+
+
+# Changing deals ----------------------------------------------------------------------------------------
+
+
+@crm_tool(TOOLS, title="Create a deal", calls=deals.create)
+async def create_deal(uow: UnitOfWork, data: DealCreate, idempotency_key: IdempotencyKey = None) -> Deal:
+    """Create a deal, owned by the user unless `owner_id` says otherwise, in the first pipeline's first stage
+    unless `pipeline_id`/`stage_id` say otherwise (ids from `list_pipelines`).
+
+    Link the contact with `person_id` and `organization_id`: find them with `search` first, and create them
+    with `create_person`/`create_organization` only when the search finds nothing."""
+    return await deals.create(uow, data, idempotency_key=idempotency_key)
+
+
+@crm_tool(TOOLS, title="Update a deal", calls=deals.update, idempotent=True)
+async def update_deal(
+    uow: UnitOfWork, deal_id: DealId, data: DealUpdate, expected_version: ExpectedVersion = None
+) -> Deal:
+    """Change a deal's title, value, currency, contact, organization, expected close date, probability
+    override, owner or visibility. Fields left out (or null) stay as they are.
+
+    Stage and status have their own tools: `move_deal_stage`, `mark_deal_won`, `mark_deal_lost`."""
+    return await deals.update(uow, deal_id, data, expected_version=expected_version)
+
+
+@crm_tool(TOOLS, title="Move a deal to a stage", calls=deals.move_stage, idempotent=True)
+async def move_deal_stage(
+    uow: UnitOfWork,
+    deal_id: DealId,
+    stage_id: Annotated[UUID, Field(description="The target stage's id, from `list_pipelines`.")],
+    pipeline_id: Annotated[
+        UUID | None, Field(description="Only to move the deal into another pipeline: that pipeline's id.")
+    ] = None,
+    expected_version: ExpectedVersion = None,
+) -> Deal:
+    """Move a deal to another stage (the move is recorded in the deal's stage history).
+
+    Stage ids come from `list_pipelines`. A stage of another pipeline is refused unless `pipeline_id` names
+    that pipeline too."""
+    return await deals.move_stage(uow, deal_id, stage_id, pipeline_id=pipeline_id, expected_version=expected_version)
+
+
+@crm_tool(TOOLS, title="Mark a deal won", calls=deals.mark_won, idempotent=True)
+async def mark_deal_won(uow: UnitOfWork, deal_id: DealId, expected_version: ExpectedVersion = None) -> Deal:
+    """Mark a deal won (status won, with the time). Only when the user says the deal is won."""
+    return await deals.mark_won(uow, deal_id, expected_version=expected_version)
+
+
+@crm_tool(TOOLS, title="Mark a deal lost", calls=deals.mark_lost, idempotent=True)
+async def mark_deal_lost(
+    uow: UnitOfWork,
+    deal_id: DealId,
+    reason: Annotated[str, Field(min_length=1, max_length=500, description="Why it was lost, in a few words.")],
+    expected_version: ExpectedVersion = None,
+) -> Deal:
+    """Mark a deal lost. The reason is required: ask the user for it rather than inventing one."""
+    return await deals.mark_lost(uow, deal_id, reason, expected_version=expected_version)
+
+
+# Contacts and leads ------------------------------------------------------------------------------------
+
+
+@crm_tool(TOOLS, title="Create a person", calls=contacts.create_person)
+async def create_person(
+    uow: UnitOfWork,
+    data: PersonCreate,
+    force: Annotated[
+        bool, Field(description="Create even though a person with one of these emails exists (rarely right).")
+    ] = False,
+    idempotency_key: IdempotencyKey = None,
+) -> Person:
+    """Create a contact person. `search` for them first: if a person with one of the emails exists, the call is
+    refused with `[duplicate]` and the existing person's id, which you should use instead."""
+    return await contacts.create_person(uow, data, force=force, idempotency_key=idempotency_key)
+
+
+@crm_tool(TOOLS, title="Create an organization", calls=contacts.create_organization)
+async def create_organization(
+    uow: UnitOfWork,
+    data: OrganizationCreate,
+    force: Annotated[
+        bool, Field(description="Create even though one with the same name or domain exists (rarely right).")
+    ] = False,
+    idempotency_key: IdempotencyKey = None,
+) -> Organization:
+    """Create an organization. `search` for it first: if one with the same name or domain exists, the call is
+    refused with `[duplicate]` and the existing organization's id, which you should use instead."""
+    return await contacts.create_organization(uow, data, force=force, idempotency_key=idempotency_key)
+
+
+@crm_tool(TOOLS, title="Create a lead", calls=leads.create)
+async def create_lead(uow: UnitOfWork, data: LeadCreate, idempotency_key: IdempotencyKey = None) -> Lead:
+    """Add a lead to the inbox: a prospect not yet qualified as a deal. Link a known person or organization by
+    id (from `search`), or give the contact's name, email and organization name for conversion to use."""
+    return await leads.create(uow, data, idempotency_key=idempotency_key)
+
+
+@crm_tool(TOOLS, title="Convert a lead to a deal", calls=leads.convert, idempotent=True)
+async def convert_lead(uow: UnitOfWork, lead_id: LeadId, data: LeadConversion) -> ConversionResult:
+    """Turn a lead into a deal in one step: finds or creates its person and organization, creates the deal
+    (default: first pipeline, first stage), moves the lead's notes and activities to it, and marks the lead
+    converted. Converting again returns the same deal and changes nothing."""
+    return await leads.convert(uow, lead_id, data)
+
+
+# Activities and notes ----------------------------------------------------------------------------------
+
+
+@crm_tool(TOOLS, title="Log or plan an activity", calls=activities.create)
+async def log_activity(uow: UnitOfWork, data: ActivityCreate, idempotency_key: IdempotencyKey = None) -> Activity:
+    """Record a call, meeting, email, task or deadline, attached to a deal, lead, person or organization
+    (ids from `search`). A past call or meeting: log it, then `complete_activity`. A follow-up: set `due_date`."""
+    return await activities.create(uow, data, idempotency_key=idempotency_key)
+
+
+@crm_tool(TOOLS, title="Complete an activity", calls=activities.complete, idempotent=True)
+async def complete_activity(
+    uow: UnitOfWork,
+    activity_id: ActivityId,
+    done: Annotated[bool, Field(description="false marks it not done again.")] = True,
+    expected_version: ExpectedVersion = None,
+) -> Activity:
+    """Mark an activity done (or not done again). Find it with `list_activities` first."""
+    return await activities.complete(uow, activity_id, done=done, expected_version=expected_version)
+
+
+@crm_tool(TOOLS, title="Add a note", calls=notes.create)
+async def add_note(uow: UnitOfWork, data: NoteCreate, idempotency_key: IdempotencyKey = None) -> Note:
+    """Write a note (plain text or simple Markdown) on a deal, lead, person or organization, as the user.
+    Link at least one record by id (from `search`)."""
+    return await notes.create(uow, data, idempotency_key=idempotency_key)

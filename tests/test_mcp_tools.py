@@ -1,0 +1,201 @@
+"""The MCP server's tools through the official MCP client (in memory), in both protocol eras: what each caller
+is offered, a sales workflow end to end, and errors the model can act on. Nothing is written by a refused call."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from conftest import Company, counts, forget_bookkeeping
+from mcp import Client
+
+from mcp_server.server import create_server
+from services.kernel.permissions import Scope
+from services.kernel.principal import Channel
+from services.kernel.records import Visibility
+
+READ_TOOLS = [
+    "whoami", "search", "get_deal", "get_person", "get_organization", "get_lead", "list_deals", "list_persons",
+    "list_organizations", "list_leads", "list_activities", "list_pipelines",
+]
+WRITE_TOOLS = [
+    "create_deal", "update_deal", "move_deal_stage", "mark_deal_won", "mark_deal_lost", "create_person",
+    "create_organization", "create_lead", "convert_lead", "log_activity", "complete_activity", "add_note",
+]
+CRM_TABLES = ("deals", "persons", "organizations", "leads", "activities", "notes", "audit_log", "outbox")
+MODES = ["auto", "legacy"]  # the 2026 direct dispatch and the 2025-11-25 initialize handshake
+
+
+def client_for(db: Any, company: Company, key: str, *, scopes: frozenset[Scope] | None = None,
+               mode: str = "auto") -> Client:
+    principal = company.principal(key, scopes=scopes, channel=Channel.MCP)
+
+    async def caller():
+        return principal
+
+    return Client(create_server(db, caller), mode=mode)
+
+
+def error_text(result: Any) -> str:
+    assert result.is_error, result
+    return result.content[0].text
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("key", "scopes", "offered"),
+    [
+        ("bob", None, READ_TOOLS + WRITE_TOOLS),
+        ("vic", None, READ_TOOLS),
+        ("bob", frozenset({Scope.READ}), READ_TOOLS),
+        ("bob", frozenset({Scope.WRITE}), READ_TOOLS + WRITE_TOOLS),
+    ],
+    ids=["member", "viewer", "member-read-token", "member-write-token"],
+)
+async def test_tools_list_offers_exactly_what_role_and_scopes_allow(db, company, key, scopes, offered, mode):
+    async with client_for(db, company, key, scopes=scopes, mode=mode) as client:
+        tools = (await client.list_tools()).tools
+    assert [t.name for t in tools] == offered
+
+
+async def test_every_tool_has_a_title_all_four_hints_and_both_schemas(db, company):
+    async with client_for(db, company, "alice") as client:
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        hints = tool.annotations
+        assert tool.title and tool.description, tool.name
+        assert tool.input_schema["type"] == "object" and tool.output_schema is not None, tool.name
+        assert hints.open_world_hint is False, tool.name
+        assert hints.read_only_hint is (tool.name in READ_TOOLS), tool.name
+        assert hints.destructive_hint is False, tool.name
+        assert isinstance(hints.idempotent_hint, bool), tool.name
+    described = {t.name: t.description for t in tools}
+    for name in ("get_deal", "create_deal", "log_activity", "add_note"):
+        assert "search" in described[name], name
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_sales_workflow_from_search_to_note(db, company, admin, mode):
+    stages = company.sales_stage_ids
+    async with client_for(db, company, "bob", mode=mode) as client:
+        person = await client.call_tool("create_person", {"first_name": "Peter", "last_name": "Gibbons",
+                                                          "emails": ["peter@initech.example"]})
+        assert not person.is_error, person
+        person_id = person.structured_content["id"]
+        hits = await client.call_tool("search", {"query": "peter"})
+        assert [(h["id"], h["type"], h["title"]) for h in hits.structured_content["result"]] == [
+            (person_id, "person", "Peter Gibbons")
+        ]
+        created = await client.call_tool("create_deal", {"title": "Initech renewal", "value": 1200,
+                                                         "person_id": person_id, "idempotency_key": "k1"})
+        deal = created.structured_content
+        assert (deal["title"], deal["value"], deal["stage_id"], deal["weighted_value"], deal["version"]) == (
+            "Initech renewal", "1200.00", str(stages[0]), "120.00", 1)
+        again = await client.call_tool("create_deal", {"title": "Initech renewal", "value": 1200,
+                                                       "person_id": person_id, "idempotency_key": "k1"})
+        assert again.structured_content["id"] == deal["id"]
+        moved = await client.call_tool("move_deal_stage", {"deal_id": deal["id"], "stage_id": str(stages[2]),
+                                                           "expected_version": 1})
+        assert (moved.structured_content["stage_id"], moved.structured_content["weighted_value"]) == (
+            str(stages[2]), "600.00")
+        activity = await client.call_tool("log_activity", {"type": "call", "subject": "Pricing call",
+                                                           "deal_id": deal["id"]})
+        done = await client.call_tool("complete_activity", {"activity_id": activity.structured_content["id"]})
+        assert done.structured_content["done"] is True
+        note = await client.call_tool("add_note", {"body": "Wants a 3-year term.", "deal_id": deal["id"]})
+        assert note.structured_content["deal_id"] == deal["id"]
+        listed = await client.call_tool("list_activities", {"deal_id": deal["id"]})
+        assert [a["subject"] for a in listed.structured_content["items"]] == ["Pricing call"]
+    assert counts(admin, "deals", "persons", "activities", "notes") == {
+        "deals": 1, "persons": 1, "activities": 1, "notes": 1}
+    channels = admin.execute("select distinct channel from public.audit_log").fetchall()
+    assert channels == [("mcp",)]
+
+
+async def test_a_read_only_token_cannot_write_even_when_the_user_could(db, company, admin):
+    forget_bookkeeping(admin)
+    before = counts(admin, *CRM_TABLES)
+    async with client_for(db, company, "bob", scopes=frozenset({Scope.READ})) as client:
+        result = await client.call_tool("create_deal", {"title": "Sneaky"})
+    assert error_text(result) == (
+        "Error executing tool create_deal: [forbidden] your token's scope crm.read does not allow deals:write"
+    )
+    assert counts(admin, *CRM_TABLES) == before
+
+
+async def test_a_viewer_is_refused_by_role_not_scope(db, company, admin):
+    before = counts(admin, *CRM_TABLES)
+    async with client_for(db, company, "vic") as client:
+        result = await client.call_tool("create_deal", {"title": "Nope"})
+    assert error_text(result) == (
+        "Error executing tool create_deal: [forbidden] missing permission deals:write; your role does not allow this"
+    )
+    assert counts(admin, *CRM_TABLES) == before
+
+
+async def test_another_members_owner_only_deal_is_not_found(db, company, actors, admin):
+    from services.deals import service as deals
+    from services.deals.schemas import DealCreate
+
+    async with actors.uow("bob") as uow:
+        deal = await deals.create(uow, DealCreate(title="Bob's secret", visibility=Visibility.OWNER))
+    before = counts(admin, *CRM_TABLES)
+    async with client_for(db, company, "carol") as client:
+        got = await client.call_tool("get_deal", {"deal_id": str(deal.id)})
+        changed = await client.call_tool("mark_deal_won", {"deal_id": str(deal.id)})
+        listed = await client.call_tool("list_deals", {})
+        found = await client.call_tool("search", {"query": "secret"})
+    expected = f"[not_found] deal {deal.id} not found — resolve names to ids with `search` first; never guess ids"
+    assert error_text(got) == f"Error executing tool get_deal: {expected}"
+    assert error_text(changed) == f"Error executing tool mark_deal_won: {expected}"
+    assert listed.structured_content["total"] == 0
+    assert found.structured_content["result"] == []
+    assert counts(admin, *CRM_TABLES) == before
+
+
+async def test_a_duplicate_person_answers_with_the_existing_id(db, company, admin):
+    async with client_for(db, company, "bob") as client:
+        first = await client.call_tool("create_person", {"first_name": "Ann", "emails": ["ann@x.example"]})
+        twin = await client.call_tool("create_person", {"first_name": "Annie", "emails": ["ANN@x.example"]})
+        forced = await client.call_tool("create_person", {"first_name": "Annie", "emails": ["ann@x.example"],
+                                                          "force": True})
+    existing = first.structured_content["id"]
+    assert f"[duplicate] person {existing} already exists" in error_text(twin)
+    assert error_text(twin).endswith(f"(existing_id: {existing})")
+    assert not forced.is_error
+    assert counts(admin, "persons") == {"persons": 2}
+
+
+async def test_a_stale_expected_version_is_a_conflict(db, company):
+    async with client_for(db, company, "bob") as client:
+        deal = (await client.call_tool("create_deal", {"title": "Versioned"})).structured_content
+        await client.call_tool("update_deal", {"deal_id": deal["id"], "title": "Versioned 2"})
+        stale = await client.call_tool("update_deal", {"deal_id": deal["id"], "title": "Versioned 3",
+                                                       "expected_version": 1})
+    assert error_text(stale).startswith("Error executing tool update_deal: [conflict] ")
+    assert "version 2" in error_text(stale)
+
+
+async def test_an_update_leaves_fields_left_out_as_they_were(db, company):
+    async with client_for(db, company, "bob") as client:
+        deal = (await client.call_tool("create_deal", {"title": "Keep", "value": 50, "probability": 40}))
+        updated = await client.call_tool("update_deal", {"deal_id": deal.structured_content["id"], "value": 80})
+    got = updated.structured_content
+    assert (got["title"], got["value"], got["probability"], got["version"]) == ("Keep", "80.00", 40, 2)
+
+
+async def test_an_unexpected_error_is_masked_with_a_reference_that_is_logged(db, company, monkeypatch, caplog):
+    async def broken(uow, deal_id):
+        raise RuntimeError("secret internals: password=hunter2")
+
+    monkeypatch.setattr("services.deals.service.get", broken)
+    async with client_for(db, company, "bob") as client:
+        result = await client.call_tool("get_deal", {"deal_id": "00000000-0000-0000-0000-000000000001"})
+    text = error_text(result)
+    match = re.fullmatch(r"Error executing tool get_deal: \[internal\] internal error, ref=([0-9a-f]{12})", text)
+    assert match, text
+    assert "hunter2" not in text
+    logged = [r for r in caplog.records if r.name == "pipecd.mcp"]
+    assert [r.getMessage() for r in logged] == [f"unexpected error in an MCP tool, ref={match.group(1)}"]
+    assert "hunter2" in str(logged[0].exc_info[1])
