@@ -389,3 +389,20 @@ def test_no_security_definer_function_takes_a_caller_id(admin):
 
     assert "private.has_permission" in {name for name, _ in definers}
     assert [(name, args) for name, args in definers if any(CALLER_ID_ARGUMENT.search(a) for a in args)] == []
+
+
+@pytest.mark.parametrize(
+    ("principal", "target", "updated"),
+    [("bob", "bob", 1), ("agent", "bob", 0), ("bob", "carol", 0), ("vic", "vic", 1), ("alice", "carol", 1)],
+)
+def test_profile_update_needs_profile_write_for_your_own_and_users_manage_for_others(
+    app_url, company, admin, principal, target, updated
+):
+    with session_of(app_url, company, principal) as conn:
+        cursor = conn.execute(
+            "update public.user_profiles set display_name = 'Changed' where id = %s", [company.people[target].id]
+        )
+        assert cursor.rowcount == updated
+    stored = admin.execute("select display_name from public.user_profiles where id = %s",
+                           [company.people[target].id]).fetchone()
+    assert stored == (("Changed",) if updated else (target.title(),))

@@ -50,6 +50,21 @@ async def test_a_member_cannot_change_someone_elses_profile_and_nothing_is_writt
     assert counts(admin, "audit_log", "outbox") == {"audit_log": 0, "outbox": 0}
 
 
+async def test_a_read_only_token_cannot_change_its_users_profile_and_nothing_is_written(actors, admin):
+    with pytest.raises(Forbidden, match="missing permission profile:write"):
+        async with actors.uow("bob", scopes=frozenset({Scope.READ})) as uow:
+            await users.update_profile(uow, actors.id("bob"), ProfileUpdate(display_name="Agent wrote this"))
+    assert admin.execute("select display_name from public.user_profiles where email = 'bob@example.com'"
+                         ).fetchone() == ("Bob",)
+    assert counts(admin, "audit_log", "outbox") == {"audit_log": 0, "outbox": 0}
+
+
+async def test_a_viewer_changes_their_own_profile(actors):
+    async with actors.uow("vic") as uow:
+        profile = await users.update_profile(uow, actors.id("vic"), ProfileUpdate(display_name="Victor"))
+    assert profile.display_name == "Victor"
+
+
 async def test_admin_manages_roles_and_teams(actors, admin):
     async with actors.uow("alice") as uow:
         team = await users.create_team(uow, TeamCreate(name="North"))

@@ -38,6 +38,7 @@ class Perm(StrEnum):
     PIPELINES_MANAGE = "pipelines:manage"
     USERS_READ = "users:read"
     USERS_MANAGE = "users:manage"
+    PROFILE_WRITE = "profile:write"
     AI_USE = "ai:use"
     GDPR_ERASE = "gdpr:erase"
     AUDIT_READ = "audit:read"
@@ -67,7 +68,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
     Role.ADMIN: _ALL,
     Role.MANAGER: _ALL - _ADMIN_ONLY,
     Role.MEMBER: _ALL - _ADMIN_ONLY - {Perm.AUDIT_READ, Perm.CONTACTS_DELETE},
-    Role.VIEWER: _READS - {Perm.AUDIT_READ},
+    Role.VIEWER: _READS - {Perm.AUDIT_READ} | {Perm.PROFILE_WRITE},
 }
 
 # Token scopes come in tiers: crm.read ⊂ crm.write ⊂ crm.delete; crm.ai stands apart.

@@ -67,7 +67,7 @@ async def find_by_email(uow: UnitOfWork, email: str) -> UserProfile:
     return _profile(require_found(row, "user", email))
 
 
-@requires(None)
+@requires(Perm.PROFILE_WRITE)
 async def update_profile(uow: UnitOfWork, user_id: UUID, data: ProfileUpdate) -> UserProfile:
     """Change a display name or avatar: your own, or anyone's with users:manage."""
     if user_id != uow.user_id:
