@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
@@ -49,6 +50,15 @@ from services.users import service as users
 from services.users.schemas import ProfileUpdate, TeamCreate
 
 C = TypeVar("C", bound=type)
+
+
+def _plain(value: Any) -> Any:
+    """A strawberry input (and the inputs nested in it) as plain data for pydantic to validate."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def changes_input_from_model(model: type[BaseModel], *, name: str) -> Callable[[C], C]:
@@ -160,7 +170,10 @@ class StageInputInput:
 
 @input_from_model(model=PipelineCreate, all_fields=True, name="PipelineCreateInput")
 class PipelineCreateInput:
-    pass
+    def to_pydantic(self) -> PipelineCreate:
+        """Validated as one tree: the default conversion builds each stage's model on its own, so an error in a
+        stage would lose its place (`winProbability` instead of `stages.0.winProbability`)."""
+        return PipelineCreate.model_validate(_plain(self))
 
 
 @changes_input_from_model(PipelineUpdate, name="PipelineUpdateInput")
