@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -56,9 +56,14 @@ class Context(BaseContext):
                 self._read = await self.stack.enter_async_context(self.db.unit_of_work(self.principal))
         return self._read
 
-    def write(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        """A transaction of its own for one mutation: committed when the mutation returns."""
-        return self.db.unit_of_work(self.principal)
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[UnitOfWork]:
+        """A transaction of its own for one mutation: committed when the mutation returns. The request's loaders
+        then start afresh, so the fields of this mutation and of later ones in the document see the change
+        (the read transaction is READ COMMITTED: its next statement sees the commit)."""
+        async with self.db.unit_of_work(self.principal) as uow:
+            yield uow
+        self.loaders = Loaders(self.read)
 
 
 def context_getter(db: Database, authenticate: Authenticate) -> Callable[[Request], AsyncIterator[Context]]:

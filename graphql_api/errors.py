@@ -5,13 +5,16 @@ logged with the full traceback."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
 from pydantic import ValidationError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from services.kernel.errors import (
     Conflict,
@@ -79,20 +82,48 @@ def _validation_message(extensions: dict[str, Any]) -> str:
     return "; ".join(f"{p['field']}: {p['message']}" for p in problems)
 
 
-def _with_code(error: GraphQLError) -> GraphQLError:
-    """Parse and validation errors are already safe and precise; they only need a code."""
-    default = "GRAPHQL_PARSE_FAILED" if isinstance(error, GraphQLSyntaxError) else "GRAPHQL_VALIDATION_FAILED"
-    error.extensions = {"code": default, **(error.extensions or {})}
+# graphql-core stops parsing at the token limit with a syntax error; the document may well be valid.
+_TOKEN_LIMIT = re.compile(r"Document contains more than (\d+) tokens")
+
+# graphql-core's " Did you mean 'notes'?" endings: with introspection off they would still spell out the schema.
+_SUGGESTION = re.compile(r" Did you mean .*\?$")
+
+# Raised inside the operation on purpose: Strawberry answers them as HTTP 400s.
+_HTTP_REFUSALS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+
+
+def _with_code(error: GraphQLError, *, hide_suggestions: bool = False, code: str | None = None) -> GraphQLError:
+    """Parse, validation and variable errors are already safe and precise; they only need a code (and, in
+    production, no suggestions of names from the schema)."""
+    if hide_suggestions:
+        error.message = _SUGGESTION.sub("", error.message)
+    if isinstance(error, GraphQLSyntaxError) and (too_long := _TOKEN_LIMIT.search(error.message)):
+        limit = int(too_long[1])
+        error.message = f"query exceeds the limit of {limit} tokens; ask for fewer fields"
+        error.extensions = {"code": "QUERY_TOO_LARGE", "limit": limit}
+        return error
+    if code is None:
+        code = "GRAPHQL_PARSE_FAILED" if isinstance(error, GraphQLSyntaxError) else "GRAPHQL_VALIDATION_FAILED"
+    error.extensions = {"code": code, **(error.extensions or {})}
     return error
 
 
 class DomainErrors(SchemaExtension):
+    def __init__(self, *, hide_suggestions: bool = False, execution_context: Any = None) -> None:
+        super().__init__(execution_context=execution_context)
+        self.hide_suggestions = hide_suggestions
+
     def on_operation(self) -> Iterator[None]:
         try:
             yield
         except GraphQLError as error:  # a parse error (e.g. too many tokens) raised by ParserCache's parse hook
-            _with_code(error)
+            _with_code(error, hide_suggestions=self.hide_suggestions)
             raise
+        except _HTTP_REFUSALS:
+            raise
+        except Exception as error:
+            # Outside a resolver (a validation rule, an extension): Strawberry would answer str(error) as is.
+            raise _unexpected(error, nodes=None, path=None) from error
         result = self.execution_context.result
         if result is None or not getattr(result, "errors", None):
             return
@@ -101,16 +132,22 @@ class DomainErrors(SchemaExtension):
     def _map(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
         if original is None:
-            return _with_code(error)
+            return _with_code(error, hide_suggestions=self.hide_suggestions)
+        if isinstance(original, GraphQLError):
+            # graphql-core's own, not a resolver's: a variable value that does not coerce to its type
+            # ("Variable '$id' has invalid value: ..."). The caller's mistake, not ours to mask.
+            return _with_code(error, hide_suggestions=self.hide_suggestions, code="BAD_USER_INPUT")
         extensions = extensions_for(original)
         if extensions is not None:
             message = original.message if isinstance(original, ServiceError) else _validation_message(extensions)
             return GraphQLError(message, nodes=error.nodes, path=error.path, extensions=extensions)
-        reference = uuid.uuid4().hex[:12]
-        log.error("unexpected error %s at %s", reference, error.path, exc_info=original)
-        return GraphQLError(
-            "Unexpected error",
-            nodes=error.nodes,
-            path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "reference": reference},
-        )
+        return _unexpected(original, nodes=error.nodes, path=error.path)
+
+
+def _unexpected(error: BaseException, *, nodes: Any, path: Any) -> GraphQLError:
+    """The masked answer for an unexpected error; the reference finds the logged traceback."""
+    reference = uuid.uuid4().hex[:12]
+    log.error("unexpected error %s at %s", reference, path, exc_info=error)
+    return GraphQLError(
+        "Unexpected error", nodes=nodes, path=path, extensions={"code": "INTERNAL_SERVER_ERROR", "reference": reference}
+    )

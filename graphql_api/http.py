@@ -1,14 +1,22 @@
-"""The HTTP side of the gateway: the GraphQL router, the 401 answer for bad tokens, and the body size limit."""
+"""The HTTP side of the gateway: the GraphQL router, the 401 answer for bad tokens, and the body size limit.
+
+Every answer from /graphql is a GraphQL response body: refusals before execution (bad token, body too large,
+a batch, an operation sent with GET) carry `data: null` and an error with `extensions.code`, as errors from
+execution do."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from cross_web import HTTPException
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIWebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.fastapi import GraphQLRouter
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types.unset import UNSET
 
 from graphql_api.context import Authenticate, AuthenticationFailed, context_getter
 from graphql_api.schema import Limits, build_schema
@@ -53,7 +61,9 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
-            graphql_error_body(f"request body exceeds {self.max_bytes} bytes", "PAYLOAD_TOO_LARGE")
+            graphql_error_body(
+                f"request body exceeds the limit of {self.max_bytes} bytes", "PAYLOAD_TOO_LARGE", limit=self.max_bytes
+            )
         ).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -64,18 +74,58 @@ class _TooLarge(Exception):
     pass
 
 
+# Strawberry's reason for a JSON array of operations (batching is off: one request, one operation, one cost).
+_BATCH_REFUSED = "Batching is not enabled"
+_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+class _Router(GraphQLRouter):
+    """Strawberry answers the requests it refuses before executing in plain text; ours get a GraphQL body."""
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context=context, root_value=root_value)
+        except HTTPException as exc:
+            if not isinstance(request, Request):
+                raise
+            return _refusal(request, exc)
+
+
+def _refusal(request: Request, exc: HTTPException) -> JSONResponse:
+    if exc.reason == _BATCH_REFUSED:
+        return JSONResponse(
+            graphql_error_body(
+                "batched requests (a JSON array of operations) are not accepted; send one operation per request",
+                "BATCHING_NOT_SUPPORTED",
+            ),
+            status_code=400,
+        )
+    if request.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
+        return JSONResponse(
+            graphql_error_body(f"{exc.reason}; send operations with POST", "METHOD_NOT_ALLOWED"),
+            status_code=405,
+            headers={"Allow": "POST"},
+        )
+    return JSONResponse(
+        graphql_error_body(exc.reason, _CODES.get(exc.status_code, "BAD_REQUEST")), status_code=exc.status_code
+    )
+
+
 def install(
     app: FastAPI, db: Database, authenticate: Authenticate, *, limits: Limits | None = None, production: bool = False
 ) -> None:
     """Mount /graphql on `app`: GraphiQL and introspection only outside production."""
     limits = limits or Limits()
-    router = GraphQLRouter(
+    router = _Router(
         build_schema(limits, introspection=not production),
         path=PATH,
         graphql_ide=None if production else "graphiql",
         context_getter=context_getter(db, authenticate),
         allow_queries_via_get=False,
     )
+    # No subscriptions, so no websocket endpoint: the router's own one ran our context getter, which only knows
+    # HTTP requests, so every handshake failed with a TypeError and a logged traceback.
+    router.routes = [route for route in router.routes if not isinstance(route, APIWebSocketRoute)]
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
 

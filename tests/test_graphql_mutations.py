@@ -1175,9 +1175,6 @@ async def test_deleting_a_pipeline_deletes_its_stages(api, world, admin):
     assert await api.query("{ pipelines { name } }") == {"data": {"pipelines": [{"name": "Sales"}]}}
 
 
-@pytest.mark.xfail(strict=True, reason="the request's DataLoaders cache records across mutations: a later mutation's "
-                   "relations show a record as an earlier mutation of the same document first loaded it (reported; "
-                   "graphql_api/context.py and loaders.py are not this file's to fix)")
 async def test_a_later_mutation_in_the_same_document_sees_an_earlier_ones_change(api, world, admin):
     body = await api.query(
         """mutation($deal: UUID!, $person: UUID!) {
