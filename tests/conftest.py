@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,4 +327,27 @@ def forget_bookkeeping(conn: psycopg.Connection) -> None:
     conn.execute("truncate public.audit_log, public.outbox")
 
 
-__all__ = ["Actors", "Api", "Company", "UnitOfWork", "audit_operations", "counts", "events", "forget_bookkeeping"]
+def npm_tool(folder: str, packages: dict[str, str], binary: str, *, env: dict[str, str] | None = None) -> Path:
+    """An npm package's binary, installed (exact versions) into .tools/<folder> once; the test is skipped, with
+    npm's reason, when npm is missing or cannot reach its registry."""
+    tools = ROOT / ".tools" / folder
+    path = tools / "node_modules" / ".bin" / binary
+    if path.exists():
+        return path
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip(f"npm is not installed: cannot install {binary}")
+    tools.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(tools), "-E",
+         *(f"{name}@{version}" for name, version in packages.items())],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )
+    if result.returncode != 0 or not path.exists():
+        pytest.skip(f"npm could not install {binary}: {result.stderr.strip()[-300:]}")
+    return path
+
+
+__all__ = [
+    "Actors", "Api", "Company", "UnitOfWork", "audit_operations", "counts", "events", "forget_bookkeeping", "npm_tool",
+]

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, npm_tool
 from graphql import build_schema as parse_sdl
 from graphql import parse, validate
 from typer.testing import CliRunner
@@ -62,22 +61,7 @@ def test_representative_operations_are_valid_against_the_committed_sdl(operation
 @pytest.fixture(scope="session")
 def codegen() -> Path:
     """graphql-codegen with the client preset, installed from npm into .tools/ once."""
-    tools = ROOT / ".tools" / "codegen"
-    binary = tools / "node_modules" / ".bin" / "graphql-codegen"
-    if binary.exists():
-        return tools
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot install graphql-codegen")
-    tools.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(tools), "-E",
-         *(f"{name}@{version}" for name, version in CODEGEN.items())],
-        capture_output=True, text=True, timeout=300,
-    )
-    if result.returncode != 0 or not binary.exists():
-        pytest.skip(f"npm could not install graphql-codegen: {result.stderr.strip()[-300:]}")
-    return tools
+    return npm_tool("codegen", CODEGEN, "graphql-codegen").parents[2]
 
 
 @pytest.mark.npm

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ROOT, with_database
+from conftest import ROOT, npm_tool, with_database
 
 from pipecd.database import migrations
 from pipecd.database.migrations import discover, migrate, needs_bootstrap, split_statements
@@ -193,22 +192,8 @@ def test_pending_lists_only_what_is_not_applied(empty_db, tmp_path: Path):
 @pytest.fixture(scope="session")
 def supabase_cli() -> Path:
     """The Supabase CLI from npm, installed into .tools/ once; skipped when npm cannot reach the registry."""
-    tools = ROOT / ".tools" / "supabase"
-    binary = tools / "node_modules" / ".bin" / "supabase"
-    if binary.exists():
-        return binary
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot install the Supabase CLI")
-    tools.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SUPABASE_TELEMETRY_DISABLED": "1"}
-    result = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(tools), "-E", f"supabase@{SUPABASE_CLI_VERSION}"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )
-    if result.returncode != 0 or not binary.exists():
-        pytest.skip(f"npm could not install supabase@{SUPABASE_CLI_VERSION}: {result.stderr.strip()[-300:]}")
-    return binary
+    return npm_tool("supabase", {"supabase": SUPABASE_CLI_VERSION}, "supabase",
+                    env={"SUPABASE_TELEMETRY_DISABLED": "1"})
 
 
 def run_cli(cli: Path, *args: str) -> str:
