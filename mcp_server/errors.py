@@ -27,6 +27,14 @@ from services.kernel.principal import Principal
 
 log = logging.getLogger("pipecd.mcp")
 
+# Pydantic's wording where a plainer one tells the model what to do.
+_PLAIN = {
+    "missing": "required",
+    "uuid_parsing": "not an id — resolve names to ids with `search` first; never guess ids",
+    "uuid_type": "not an id — resolve names to ids with `search` first; never guess ids",
+    "extra_forbidden": "no such argument",
+}
+
 
 def _forbidden(error: Forbidden, principal: Principal | None) -> str:
     """Say when the token's scopes, not the user's role, are what refuses the call: the user could do it."""
@@ -60,7 +68,8 @@ def tool_error(error: Exception, principal: Principal | None = None) -> ToolErro
         return ToolError(f"[error] {error.message}")
     if isinstance(error, ValidationError):
         problems = "; ".join(
-            f"{e['msg']} (field: {'.'.join(str(p) for p in e['loc'])})" for e in error.errors(include_url=False)
+            f"{_PLAIN.get(e['type'], e['msg'])} (field: {'.'.join(str(p) for p in e['loc'])})"
+            for e in error.errors(include_url=False)
         )
         return ToolError(f"[invalid] {problems}")
     reference = uuid.uuid4().hex[:12]

@@ -1,9 +1,9 @@
 """How a CRM tool is declared once and bound to a server.
 
 A tool is written as a service call: `async def create_deal(uow, data: DealCreate, idempotency_key: ...) -> Deal`.
-Binding it gives the model a flat argument list (the fields of `data`/`filter`, with the service model's
-descriptions and constraints, plus the tool's own arguments), opens a unit of work as the calling user, and
-turns every error into a tool error the model can act on. The tool's permission is the one its service function
+Binding it gives the model a flat argument list (the fields of `data`, `filter` or `changes`, with the service
+model's descriptions and constraints, plus the tool's own arguments), opens a unit of work as the calling user,
+and turns every error into a tool error the model can act on. The tool's permission is the one its service function
 declares (`@requires`), so `tools/list` shows a caller exactly the tools their role and scopes allow.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -25,8 +26,14 @@ from services.kernel.uow import Database
 
 PrincipalSource = Callable[[], Awaitable[Principal]]
 
-# Parameters of these names whose type is a pydantic model are flattened into the tool's arguments.
-FLATTENED = ("data", "filter")
+# Parameters of these names whose type is a pydantic model are flattened into the tool's arguments. For `data`
+# and `filter`, null and left out mean the same ("not given"); `changes` is a partial update, where a field left
+# out stays as it is and an explicit null clears it (e.g. unlinks the person from a deal).
+FLATTENED = ("data", "filter", "changes")
+PATCH = "changes"
+
+# The argument names the client actually sent with the current call (the SDK fills in every default).
+sent_arguments: ContextVar[frozenset[str]] = ContextVar("sent_arguments", default=frozenset())
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,13 @@ def _flattened(model: type[BaseModel]) -> list[inspect.Parameter]:
     ]
 
 
-def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Callable[..., Awaitable[Any]]:
+@dataclass(frozen=True)
+class Bound:
+    fn: Callable[..., Awaitable[Any]]
+    nullable: frozenset[str]  # arguments where an explicit null means "clear"
+
+
+def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
     """The function the MCP server calls for `tool`: flat arguments in, the service's model out."""
     signature = inspect.signature(tool.fn, eval_str=True)
     _, *own = signature.parameters.values()  # the first is the unit of work
@@ -106,11 +119,14 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Callable[..
         caller: Principal | None = None
         try:
             caller = await principal()
+            sent = sent_arguments.get()
             call: dict[str, Any] = {}
             for name, model in models.items():
-                # null and left out mean the same to a model: "not given" (an update leaves the field as it is)
                 given = {k: arguments.pop(k) for k in list(arguments) if k in model.model_fields}
-                call[name] = model(**{k: v for k, v in given.items() if v is not None})
+                if name == PATCH:
+                    call[name] = model(**{k: v for k, v in given.items() if k in sent})
+                else:
+                    call[name] = model(**{k: v for k, v in given.items() if v is not None})
             async with db.unit_of_work(caller) as uow:
                 return await tool.fn(uow, **call, **arguments)
         except ToolError:
@@ -121,4 +137,5 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Callable[..
     run.__name__ = tool.name
     run.__doc__ = tool.description
     run.__signature__ = inspect.Signature(public, return_annotation=signature.return_annotation)  # type: ignore[attr-defined]
-    return run
+    nullable = frozenset(models[PATCH].model_fields) if PATCH in models else frozenset()
+    return Bound(run, nullable)

@@ -46,16 +46,13 @@ PersonId = Annotated[UUID, Field(description="The person's id (from `search` or 
 OrganizationId = Annotated[UUID, Field(description="The organization's id (from `search`).")]
 LeadId = Annotated[UUID, Field(description="The lead's id (from `search` or `list_leads`).")]
 ActivityId = Annotated[UUID, Field(description="The activity's id (from `list_activities`).")]
-Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"Page size, 1-{MAX_LIMIT}.")]
-Cursor = Annotated[str | None, Field(description="`next_cursor` of the previous page; omit for the first page.")]
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str | None, Field(description="The previous page's `next_cursor`.")]
 IdempotencyKey = Annotated[
-    str | None,
-    Field(max_length=200, description="A key of your choosing; repeating the call with it returns the first "
-          "result instead of creating a twin. Use one whenever you might retry."),
+    str | None, Field(max_length=200, description="Your key; a retry with it returns the first result, no twin.")
 ]
 ExpectedVersion = Annotated[
-    int | None,
-    Field(description="The record's `version` as you last read it; the change is refused if it moved on since."),
+    int | None, Field(description="The `version` you read; refused if the record changed since.")
 ]
 
 
@@ -193,13 +190,14 @@ async def create_deal(uow: UnitOfWork, data: DealCreate, idempotency_key: Idempo
 
 @crm_tool(TOOLS, title="Update a deal", calls=deals.update, idempotent=True)
 async def update_deal(
-    uow: UnitOfWork, deal_id: DealId, data: DealUpdate, expected_version: ExpectedVersion = None
+    uow: UnitOfWork, deal_id: DealId, changes: DealUpdate, expected_version: ExpectedVersion = None
 ) -> Deal:
     """Change a deal's title, value, currency, contact, organization, expected close date, probability
-    override, owner or visibility. Fields left out (or null) stay as they are.
+    override, owner or visibility. Send only what changes: a field left out stays as it is; null clears it
+    (`person_id: null` unlinks the person).
 
     Stage and status have their own tools: `move_deal_stage`, `mark_deal_won`, `mark_deal_lost`."""
-    return await deals.update(uow, deal_id, data, expected_version=expected_version)
+    return await deals.update(uow, deal_id, changes, expected_version=expected_version)
 
 
 @crm_tool(TOOLS, title="Move a deal to a stage", calls=deals.move_stage, idempotent=True)

@@ -23,7 +23,7 @@ WRITE_TOOLS = [
     "create_deal", "update_deal", "move_deal_stage", "mark_deal_won", "mark_deal_lost", "create_person",
     "create_organization", "create_lead", "convert_lead", "log_activity", "complete_activity", "add_note",
 ]
-CRM_TABLES = ("deals", "persons", "organizations", "leads", "activities", "notes", "audit_log", "outbox")
+CRM_TABLES = ("deals", "persons", "organizations", "leads", "activities", "notes", "outbox")
 MODES = ["auto", "legacy"]  # the 2026 direct dispatch and the 2025-11-25 initialize handshake
 
 
@@ -35,6 +35,20 @@ def client_for(db: Any, company: Company, key: str, *, scopes: frozenset[Scope] 
         return principal
 
     return Client(create_server(db, caller), mode=mode)
+
+
+def written(admin: Any) -> dict[str, int]:
+    """Rows in the CRM's tables, and audit rows other than the record of each tool call."""
+    changes = admin.execute("select count(*) from public.audit_log where entity_type <> 'mcp_tool_call'")
+    return {**counts(admin, *CRM_TABLES), "audit_log": changes.fetchone()[0]}
+
+
+def tool_calls(admin: Any) -> list[tuple[str, str, str]]:
+    """(user email, operation, outcome) of every recorded tool call, in order."""
+    return admin.execute(
+        "select u.email, a.operation, a.diff->'after'->>'outcome' from public.audit_log a"
+        " join public.user_profiles u on u.id = a.actor_id where a.entity_type = 'mcp_tool_call' and a.channel = 'mcp'"
+        " order by a.id").fetchall()
 
 
 def error_text(result: Any) -> str:
@@ -115,23 +129,23 @@ async def test_a_sales_workflow_from_search_to_note(db, company, admin, mode):
 
 async def test_a_read_only_token_cannot_write_even_when_the_user_could(db, company, admin):
     forget_bookkeeping(admin)
-    before = counts(admin, *CRM_TABLES)
+    before = written(admin)
     async with client_for(db, company, "bob", scopes=frozenset({Scope.READ})) as client:
         result = await client.call_tool("create_deal", {"title": "Sneaky"})
     assert error_text(result) == (
-        "Error executing tool create_deal: [forbidden] your token's scope crm.read does not allow deals:write"
+        "[forbidden] your token's scope crm.read does not allow deals:write"
     )
-    assert counts(admin, *CRM_TABLES) == before
+    assert written(admin) == before
 
 
 async def test_a_viewer_is_refused_by_role_not_scope(db, company, admin):
-    before = counts(admin, *CRM_TABLES)
+    before = written(admin)
     async with client_for(db, company, "vic") as client:
         result = await client.call_tool("create_deal", {"title": "Nope"})
     assert error_text(result) == (
-        "Error executing tool create_deal: [forbidden] missing permission deals:write; your role does not allow this"
+        "[forbidden] missing permission deals:write; your role does not allow this"
     )
-    assert counts(admin, *CRM_TABLES) == before
+    assert written(admin) == before
 
 
 async def test_another_members_owner_only_deal_is_not_found(db, company, actors, admin):
@@ -140,18 +154,18 @@ async def test_another_members_owner_only_deal_is_not_found(db, company, actors,
 
     async with actors.uow("bob") as uow:
         deal = await deals.create(uow, DealCreate(title="Bob's secret", visibility=Visibility.OWNER))
-    before = counts(admin, *CRM_TABLES)
+    before = written(admin)
     async with client_for(db, company, "carol") as client:
         got = await client.call_tool("get_deal", {"deal_id": str(deal.id)})
         changed = await client.call_tool("mark_deal_won", {"deal_id": str(deal.id)})
         listed = await client.call_tool("list_deals", {})
         found = await client.call_tool("search", {"query": "secret"})
     expected = f"[not_found] deal {deal.id} not found — resolve names to ids with `search` first; never guess ids"
-    assert error_text(got) == f"Error executing tool get_deal: {expected}"
-    assert error_text(changed) == f"Error executing tool mark_deal_won: {expected}"
+    assert error_text(got) == f"{expected}"
+    assert error_text(changed) == f"{expected}"
     assert listed.structured_content["total"] == 0
     assert found.structured_content["result"] == []
-    assert counts(admin, *CRM_TABLES) == before
+    assert written(admin) == before
 
 
 async def test_a_duplicate_person_answers_with_the_existing_id(db, company, admin):
@@ -173,7 +187,7 @@ async def test_a_stale_expected_version_is_a_conflict(db, company):
         await client.call_tool("update_deal", {"deal_id": deal["id"], "title": "Versioned 2"})
         stale = await client.call_tool("update_deal", {"deal_id": deal["id"], "title": "Versioned 3",
                                                        "expected_version": 1})
-    assert error_text(stale).startswith("Error executing tool update_deal: [conflict] ")
+    assert error_text(stale).startswith("[conflict] ")
     assert "version 2" in error_text(stale)
 
 
@@ -193,9 +207,84 @@ async def test_an_unexpected_error_is_masked_with_a_reference_that_is_logged(db,
     async with client_for(db, company, "bob") as client:
         result = await client.call_tool("get_deal", {"deal_id": "00000000-0000-0000-0000-000000000001"})
     text = error_text(result)
-    match = re.fullmatch(r"Error executing tool get_deal: \[internal\] internal error, ref=([0-9a-f]{12})", text)
+    match = re.fullmatch(r"\[internal\] internal error, ref=([0-9a-f]{12})", text)
     assert match, text
     assert "hunter2" not in text
     logged = [r for r in caplog.records if r.name == "pipecd.mcp"]
     assert [r.getMessage() for r in logged] == [f"unexpected error in an MCP tool, ref={match.group(1)}"]
     assert "hunter2" in str(logged[0].exc_info[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_bad_arguments_are_invalid_with_the_field_named(db, company, admin, mode):
+    forget_bookkeeping(admin)
+    before = written(admin)
+    async with client_for(db, company, "bob", mode=mode) as client:
+        negative = await client.call_tool("create_deal", {"title": "Minus", "value": -5})
+        missing = await client.call_tool("mark_deal_lost", {"deal_id": "00000000-0000-0000-0000-000000000001"})
+        not_an_id = await client.call_tool("get_deal", {"deal_id": "acme"})
+        unknown = await client.call_tool("delete_everything", {})
+    assert error_text(negative) == "[invalid] Input should be greater than or equal to 0 (field: value)"
+    assert error_text(missing) == "[invalid] required (field: reason)"
+    assert error_text(not_an_id) == (
+        "[invalid] not an id — resolve names to ids with `search` first; never guess ids (field: deal_id)")
+    assert error_text(unknown) == "[not_found] there is no tool 'delete_everything'; see tools/list"
+    assert written(admin) == before
+    assert [(op, outcome) for _, op, outcome in tool_calls(admin)] == [
+        ("tool.create_deal", "invalid"), ("tool.mark_deal_lost", "invalid"), ("tool.get_deal", "invalid"),
+        ("tool.delete_everything", "not_found")]
+
+
+async def test_every_tool_call_is_recorded_with_an_arguments_hash_and_its_outcome(db, company, admin):
+    from mcp_server.server import arguments_sha256
+
+    forget_bookkeeping(admin)
+    async with client_for(db, company, "bob") as client:
+        await client.call_tool("whoami", {})
+        await client.call_tool("get_deal", {"deal_id": "00000000-0000-0000-0000-000000000001"})
+    async with client_for(db, company, "vic") as client:
+        await client.call_tool("create_deal", {"title": "Nope"})
+    assert tool_calls(admin) == [
+        ("bob@example.com", "tool.whoami", "ok"),
+        ("bob@example.com", "tool.get_deal", "not_found"),
+        ("vic@example.com", "tool.create_deal", "forbidden"),
+    ]
+    hashes = admin.execute("select diff->'after'->>'arguments_sha256' from public.audit_log order by id").fetchall()
+    assert [h for (h,) in hashes] == [
+        arguments_sha256({}),
+        arguments_sha256({"deal_id": "00000000-0000-0000-0000-000000000001"}),
+        arguments_sha256({"title": "Nope"}),
+    ]
+    assert arguments_sha256({"a": 1, "b": [2]}) == arguments_sha256({"b": [2], "a": 1})
+
+
+async def test_calls_over_the_per_user_rate_limit_are_refused_and_write_nothing(db, company, admin):
+    forget_bookkeeping(admin)
+    acting = {"as": company.principal("bob", channel=Channel.MCP)}
+
+    async def caller():
+        return acting["as"]
+
+    async with Client(create_server(db, caller, rate_limit="2/minute")) as client:
+        first = await client.call_tool("create_deal", {"title": "One"})
+        second = await client.call_tool("create_deal", {"title": "Two"})
+        third = await client.call_tool("create_deal", {"title": "Three"})
+        acting["as"] = company.principal("carol", channel=Channel.MCP)
+        carols = await client.call_tool("whoami", {})  # the limit is per user
+    assert not first.is_error and not second.is_error and not carols.is_error
+    assert re.fullmatch(r"\[rate_limited\] too many calls: at most 2 per 1 minute; try again in \d+ s",
+                        error_text(third)), error_text(third)
+    assert counts(admin, "deals") == {"deals": 2}
+    assert [outcome for *_, outcome in tool_calls(admin)] == ["ok", "ok", "rate_limited", "ok"]
+
+
+async def test_an_update_clears_a_field_sent_as_null(db, company):
+    async with client_for(db, company, "bob") as client:
+        person = (await client.call_tool("create_person", {"first_name": "Lin"})).structured_content
+        deal = (await client.call_tool("create_deal", {"title": "Linked", "person_id": person["id"],
+                                                        "probability": 30})).structured_content
+        unlinked = await client.call_tool("update_deal", {"deal_id": deal["id"], "person_id": None})
+        refused = await client.call_tool("update_deal", {"deal_id": deal["id"], "title": None})
+    got = unlinked.structured_content
+    assert (got["person_id"], got["probability"], got["title"], got["version"]) == (None, 30, "Linked", 2)
+    assert error_text(refused) == "[invalid] title cannot be null (field: title)"

@@ -1,4 +1,5 @@
-"""Reading the audit log (writing happens inside every service write, through the unit of work)."""
+"""Reading the audit log, and recording the tool calls of assistants (every other write appends its audit row
+itself, through the unit of work)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,11 @@ async def for_entity(uow: UnitOfWork, entity_type: str, entity_id: UUID, *, limi
         [entity_type, entity_id, limit],
     )
     return [AuditEntry.model_validate(r) for r in rows]
+
+
+@requires(None)
+async def record_tool_call(uow: UnitOfWork, tool: str, arguments_sha256: str, outcome: str) -> None:
+    """Record that the caller's assistant called `tool` (the arguments only as a hash) and how it ended: `ok`
+    or the error's kind (`forbidden`, `not_found`, `invalid`, ...). Every caller records their own calls."""
+    await uow.audit(f"tool.{tool}", "mcp_tool_call", None, after={"arguments_sha256": arguments_sha256,
+                                                                   "outcome": outcome})
