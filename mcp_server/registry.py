@@ -17,9 +17,12 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
+from pydantic_core import to_jsonable_python
 
 from mcp_server.errors import tool_error
+from mcp_server.safety import ToolPage, clean, fit_page
+from services.kernel.pagination import Page
 from services.kernel.permissions import Perm, declared_permission
 from services.kernel.principal import Principal
 from services.kernel.uow import Database
@@ -73,7 +76,7 @@ def crm_tool(
     )
 
     def register(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        registry.append(CrmTool(fn, title, permission or None, annotations))
+        registry.append(CrmTool(fn, title, permission if isinstance(permission, Perm) else None, annotations))
         return fn
 
     return register
@@ -90,6 +93,20 @@ def _flattened(model: type[BaseModel]) -> list[inspect.Parameter]:
         )
         for name, field in model.model_fields.items()
     ]
+
+
+def _published(annotation: Any) -> Any:
+    """What the tool publishes for a service result type: a `Page[X]` becomes a `ToolPage[X]` (with `truncated`)."""
+    if isinstance(annotation, type) and issubclass(annotation, Page):
+        (item,) = annotation.__pydantic_generic_metadata__["args"]
+        return ToolPage[item]  # type: ignore[valid-type]
+    return annotation
+
+
+def safe(result: Any) -> Any:
+    """The result as plain data with its text cleaned, and a page fitted to the size budget."""
+    data = clean(to_jsonable_python(result))
+    return fit_page(data) if isinstance(result, Page) else data
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,8 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
             public.extend(_flattened(annotation))
         else:
             public.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    returns = _published(signature.return_annotation)
+    returned: TypeAdapter[Any] = TypeAdapter(returns)
     names = [p.name for p in public]
     if len(names) != len(set(names)):
         raise TypeError(f"tool {tool.name}: an argument name is used twice: {names}")
@@ -128,7 +147,8 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
                 else:
                     call[name] = model(**{k: v for k, v in given.items() if v is not None})
             async with db.unit_of_work(caller) as uow:
-                return await tool.fn(uow, **call, **arguments)
+                result = await tool.fn(uow, **call, **arguments)
+            return returned.validate_python(safe(result))
         except ToolError:
             raise
         except Exception as exc:
@@ -136,6 +156,6 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
 
     run.__name__ = tool.name
     run.__doc__ = tool.description
-    run.__signature__ = inspect.Signature(public, return_annotation=signature.return_annotation)  # type: ignore[attr-defined]
+    run.__signature__ = inspect.Signature(public, return_annotation=returns)  # type: ignore[attr-defined]
     nullable = frozenset(models[PATCH].model_fields) if PATCH in models else frozenset()
     return Bound(run, nullable)

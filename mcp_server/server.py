@@ -19,6 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import Tool
 from pydantic import ValidationError
 
+from mcp_server import prompts, resources
 from mcp_server.errors import tool_error
 from mcp_server.ratelimit import RateLimited, ToolRateLimit
 from mcp_server.registry import CrmTool, PrincipalSource, bind, sent_arguments
@@ -127,4 +128,6 @@ def create_server(
                        **kwargs)
     for tool in TOOLS:
         server.add_crm_tool(tool)
+    resources.install(server, db, principal)
+    prompts.install(server, db, principal)
     return server

@@ -1,0 +1,77 @@
+"""What an assistant reads from the CRM is untrusted data, and its size is bounded.
+
+Record text (names, notes, emails, lead sources) was typed by people and by other systems. Before it reaches
+a model, `clean` strips control, bidirectional-override and invisible characters (the usual ways to hide
+instructions or to make text display differently from what it says) and caps long strings. `fit_page` keeps a
+list result under a size budget by dropping whole records from its end, never cutting a value, and says so:
+`truncated: true` with a `next_cursor` that continues right after the last record kept.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import Field
+
+from services.kernel.pagination import Page, encode_cursor
+
+MAX_TEXT = 4_000  # characters of one string value
+MAX_RESULT = 60_000  # characters of one result's JSON: about 17k tokens, under the 20k a result may take
+
+# Line breaks and tabs are text; every other control (Cc) and format (Cf: bidi embeddings, overrides and
+# isolates, zero-width characters, word joiners, tag characters, the BOM) character is not.
+_KEEP = {"\n", "\t"}
+
+T = TypeVar("T")
+
+
+class ToolPage(Page[T], Generic[T]):
+    truncated: bool = Field(False, description="True when records were left out to keep the result small; "
+                                               "`next_cursor` continues after the last one shown.")
+
+
+def clean_text(text: str, limit: int = MAX_TEXT) -> str:
+    kept = "".join(c for c in text if c in _KEEP or unicodedata.category(c) not in ("Cc", "Cf", "Co", "Cs"))
+    if len(kept) > limit:
+        return f"{kept[:limit]}… [{len(kept) - limit} more characters]"
+    return kept
+
+
+def clean(value: Any) -> Any:
+    """`value` (plain JSON data) with every string cleaned: dictionary keys too, since records carry custom
+    field names."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [clean(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_text(str(key), 200): clean(item) for key, item in value.items()}
+    return value
+
+
+def size(data: Any) -> int:
+    return len(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def fit_page(page: dict[str, Any], budget: int = MAX_RESULT) -> dict[str, Any]:
+    """A page (plain data of a `Page`) within `budget` characters of JSON, whole records only."""
+    page = {**page, "truncated": False}
+    items = page["items"]
+    if size(page) <= budget:
+        return page
+    frame = size({**page, "items": [], "next_cursor": "x" * 100, "truncated": True})
+    kept: list[Any] = []
+    used = frame
+    for item in items:
+        used += size(item) + 2
+        if used > budget:
+            break
+        kept.append(item)
+    if not kept:  # one record alone is over budget: show it anyway (its strings are capped), and say so
+        kept = items[:1]
+    last = kept[-1]
+    return {**page, "items": kept, "truncated": True, "has_next": True,
+            "next_cursor": encode_cursor(datetime.fromisoformat(last["created_at"]), last["id"])}
