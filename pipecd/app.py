@@ -1,7 +1,8 @@
 """The ASGI app factory: one FastAPI app, one lifespan that opens what each surface needs, health endpoints.
 
-The MCP server (/mcp) and the Inngest endpoint (/api/inngest) are mounted here too when they exist; each
-adds what it needs to `lifespan` below.
+GraphQL at /graphql, the MCP server at /mcp (mounted last, at the root, since it also serves the OAuth
+protected resource metadata under /.well-known/). The Inngest endpoint (/api/inngest) joins them when it
+exists, adding what it needs to `lifespan` below.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import graphql_api.http
+import mcp_server.http
 from graphql_api.schema import Limits
 from pipecd import runtime
 from pipecd.database.migrations import discover
@@ -27,12 +29,24 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
     db = runtime.database(settings, admin)
     verifier = runtime.token_verifier(settings)
     shipped = [m.version for m in discover()]
+    mcp = mcp_server.http.build(
+        db,
+        partial(authenticate, db, verifier, channel=Channel.MCP),
+        mcp_server.http.HttpOptions(
+            resource_url=settings.mcp_resource_url,
+            issuer_url=settings.auth_issuer,
+            allowed_hosts=settings.effective_mcp_allowed_hosts,
+            allowed_origins=settings.effective_mcp_allowed_origins,
+            rate_limit=settings.mcp_rate_limit,
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await db.open()
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             await db.close()
 
@@ -66,6 +80,7 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
         ),
         production=settings.is_production,
     )
+    app.mount("/", mcp.app)  # last: it answers whatever the routes above do not
     return app
 
 

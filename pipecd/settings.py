@@ -7,11 +7,17 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from limits import parse_many
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from graphql_api.schema import Limits
+from mcp_server.server import DEFAULT_RATE_LIMIT
+
+# The issuer of a Supabase project started locally by the Supabase CLI.
+LOCAL_SUPABASE_ISSUER = "http://127.0.0.1:54321/auth/v1"
 
 
 class Settings(BaseSettings):
@@ -70,6 +76,68 @@ class Settings(BaseSettings):
         Limits.max_body_bytes, validation_alias=AliasChoices("PIPECD_GRAPHQL_MAX_BODY_BYTES"), ge=1024
     )
 
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        validation_alias=AliasChoices("PIPECD_PUBLIC_URL"),
+        description="Where clients reach PipeCD: the MCP endpoint is this plus /mcp.",
+    )
+    mcp_allowed_hosts: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPECD_MCP_ALLOWED_HOSTS"),
+        description="Comma-separated Host values /mcp accepts ('name:*' for any port). Unset: the public URL's "
+        "host, plus loopback outside production.",
+    )
+    mcp_allowed_origins: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPECD_MCP_ALLOWED_ORIGINS"),
+        description="Comma-separated browser Origins /mcp accepts. Unset: the public URL's origin, plus loopback "
+        "outside production.",
+    )
+    mcp_rate_limit: str = Field(
+        DEFAULT_RATE_LIMIT,
+        validation_alias=AliasChoices("PIPECD_MCP_RATE_LIMIT"),
+        description="Tool calls per user, e.g. '120/minute' or '10/second;1000/hour'.",
+    )
+
+    @field_validator("mcp_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        parse_many(value)  # ValueError names the bad part
+        return value
+
+    @property
+    def mcp_resource_url(self) -> str:
+        return self.public_url.rstrip("/") + "/mcp"
+
+    @property
+    def auth_issuer(self) -> str:
+        """The authorization server MCP clients are sent to for tokens: the Supabase Auth issuer."""
+        if self.jwt_issuer:
+            return self.jwt_issuer
+        if self.supabase_url:
+            return self.supabase_url.rstrip("/") + "/auth/v1"
+        return LOCAL_SUPABASE_ISSUER
+
+    @property
+    def effective_mcp_allowed_hosts(self) -> list[str]:
+        if self.mcp_allowed_hosts is not None:
+            return _items(self.mcp_allowed_hosts)
+        public = urlsplit(self.public_url)
+        hosts = [public.netloc, f"{public.hostname}:*"]
+        if not self.is_production:
+            hosts += ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
+        return list(dict.fromkeys(hosts))
+
+    @property
+    def effective_mcp_allowed_origins(self) -> list[str]:
+        if self.mcp_allowed_origins is not None:
+            return _items(self.mcp_allowed_origins)
+        public = urlsplit(self.public_url)
+        origins = [f"{public.scheme}://{public.netloc}"]
+        if not self.is_production:
+            origins += ["http://127.0.0.1:*", "http://localhost:*"]
+        return list(dict.fromkeys(origins))
+
     @property
     def is_production(self) -> bool:
         return self.env == "production"
@@ -103,6 +171,10 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
         return path.read_text().strip()
+
+
+def _items(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def get_settings() -> Settings:

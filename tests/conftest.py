@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,30 @@ class Api:
         return response.json()
 
 
+@asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """The app's lifespan, entered and left in one task of its own: the MCP session manager's task group must
+    end in the task that started it, and a fixture's setup and teardown may run in different tasks."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(run())
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiting.cancel()
+        task.result()  # raises what stopped the startup
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 @pytest.fixture
 async def api(settings, company: Company) -> AsyncIterator[Api]:
     import httpx
@@ -307,7 +332,7 @@ async def api(settings, company: Company) -> AsyncIterator[Api]:
     from pipecd.app import create_app
 
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with lifespan(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client, settings, company)

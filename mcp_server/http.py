@@ -1,0 +1,74 @@
+"""The MCP server over Streamable HTTP, ready to mount into the app at `/mcp`.
+
+`install(app, db, authenticate, ...)` builds the server with the bearer-token resource server in front of it:
+protected resource metadata at `/.well-known/oauth-protected-resource/mcp` naming the Supabase Auth issuer,
+401 with `WWW-Authenticate: Bearer ... resource_metadata=...` for a missing or invalid token, 403
+`insufficient_scope` for a token that may not read the CRM, and Host/Origin checks against DNS rebinding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
+from starlette.types import ASGIApp
+
+from mcp_server.auth import REQUIRED_SCOPES, Authenticate, CrmTokenVerifier, caller_from_request
+from mcp_server.server import DEFAULT_RATE_LIMIT, CrmServer, create_server
+from services.kernel.uow import Database
+
+PATH = "/mcp"
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    resource_url: str  # the public URL of the MCP endpoint, e.g. https://crm.example.com/mcp
+    issuer_url: str  # the authorization server: the Supabase Auth issuer
+    allowed_hosts: list[str] = field(default_factory=list)  # Host values accepted ("host:*" for any port)
+    allowed_origins: list[str] = field(default_factory=list)  # Origin values accepted from browsers
+    rate_limit: str = DEFAULT_RATE_LIMIT
+
+
+@dataclass(frozen=True)
+class Mounted:
+    server: CrmServer
+    app: ASGIApp
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """Enter in the app's lifespan: the session manager runs the MCP sessions."""
+        return _running(self.server)
+
+
+@asynccontextmanager
+async def _running(server: CrmServer) -> AsyncIterator[None]:
+    async with server.session_manager.run():
+        yield
+
+
+def build(db: Database, authenticate: Authenticate, options: HttpOptions) -> Mounted:
+    server = create_server(
+        db,
+        caller_from_request,
+        rate_limit=options.rate_limit,
+        token_verifier=CrmTokenVerifier(authenticate),
+        auth=AuthSettings(
+            issuer_url=AnyHttpUrl(options.issuer_url),
+            resource_server_url=AnyHttpUrl(options.resource_url),
+            required_scopes=REQUIRED_SCOPES,
+            # Supabase access tokens carry `aud: authenticated`, not this resource: the verifier checks that.
+            validate_token_resource=False,
+        ),
+    )
+    app = server.streamable_http_app(
+        streamable_http_path=PATH,
+        transport_security=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=options.allowed_hosts,
+            allowed_origins=options.allowed_origins,
+        ),
+    )
+    return Mounted(server, app)
