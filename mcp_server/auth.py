@@ -8,6 +8,7 @@ A token is never forwarded anywhere.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -65,3 +66,23 @@ async def caller_from_request() -> Principal:
     if not isinstance(token, CrmAccessToken):
         raise Unauthenticated("no verified bearer token on this request")
     return token.principal
+
+
+class TokenCaller:
+    """The caller of a stdio server: the token it was started with, verified again once it is `recheck`
+    seconds old, so an expired or revoked token stops working within that time."""
+
+    def __init__(self, authenticate: Authenticate, token: str, *, recheck: float = 60.0) -> None:
+        self._authenticate = authenticate
+        self._token = token
+        self._recheck = recheck
+        self._principal: Principal | None = None
+        self._checked_at = 0.0
+
+    async def __call__(self) -> Principal:
+        now = time.monotonic()
+        if self._principal is None or now - self._checked_at >= self._recheck:
+            self._principal = None
+            self._principal = await self._authenticate(self._token)
+            self._checked_at = now
+        return self._principal

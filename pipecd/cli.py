@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from functools import partial
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -24,7 +25,7 @@ def _settings() -> Settings:
     return get_settings()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -123,6 +124,10 @@ def token(
 ) -> None:
     """Mint a development access token (signed with the local secret) and print only the token."""
     settings = _settings()
+    typer.echo(_mint(settings, runtime.admin_url(settings), user, scopes, ttl))
+
+
+def _mint(settings: Settings, admin: str, email: str, scopes: str | None, ttl: int) -> str:
     if settings.is_production:
         _fail("refusing to mint tokens when PIPECD_ENV=production")
     scope_list: list[Scope] | None = None
@@ -131,12 +136,64 @@ def token(
             scope_list = [Scope(s.strip()) for s in scopes.split(",") if s.strip()]
         except ValueError as exc:
             _fail(f"{exc}; known scopes: {', '.join(s.value for s in Scope)}")
-    admin = runtime.admin_url(settings)
-    user_id = runtime.user_id_for_email(admin, user)
+    user_id = runtime.user_id_for_email(admin, email)
     if user_id is None:
-        _fail(f"no user {user}; add one with `pipecd users add {user} --role member`")
-        return
-    typer.echo(runtime.mint_token(settings, user_id, user, scopes=scope_list, ttl_seconds=ttl))
+        _fail(f"no user {email}; add one with `pipecd users add {email} --role member`")
+    assert user_id is not None
+    return runtime.mint_token(settings, user_id, email, scopes=scope_list, ttl_seconds=ttl)
+
+
+# The MCP server over stdio ----------------------------------------------------------------------------------
+
+
+@app.command()
+def mcp(
+    user: Annotated[
+        str | None, typer.Option(help="Development: act as this user (a token is minted with the local secret).")
+    ] = None,
+    scopes: Annotated[
+        str | None, typer.Option(help="With --user: narrow the minted token, e.g. crm.read or crm.write.")
+    ] = None,
+) -> None:
+    """Serve the MCP server over stdio, as the user of PIPECD_TOKEN (or, in development, of --user)."""
+    import os
+
+    settings = _settings()
+    admin = runtime.admin_url(settings)
+    if user is not None:
+        access = _mint(settings, admin, user, scopes, 12 * 3600)
+    elif scopes is not None:
+        _fail("--scopes narrows a minted token; it needs --user (a PIPECD_TOKEN carries its own scopes)")
+    elif not (access := os.environ.get("PIPECD_TOKEN", "")):
+        _fail("set PIPECD_TOKEN to a user's access token, or pass --user EMAIL in development")
+    asyncio.run(_serve_stdio(settings, admin, access))
+
+
+async def _serve_stdio(settings: Settings, admin: str, access: str) -> None:
+    from mcp_server.auth import TokenCaller
+    from mcp_server.server import create_server
+    from services.kernel.auth import authenticate
+    from services.kernel.errors import Unauthenticated
+    from services.kernel.principal import Channel
+
+    async with runtime.open_database(settings, admin) as db:
+        verifier = runtime.token_verifier(settings)
+        caller = TokenCaller(partial(authenticate, db, verifier, channel=Channel.MCP), access)
+        try:
+            principal = await caller()
+        except Unauthenticated as exc:
+            _fail(f"the token was refused: {exc.message}")
+        typer.echo(f"PipeCD MCP server (stdio) acting for {principal.email}", err=True)
+        server = create_server(db, caller, rate_limit=settings.mcp_rate_limit)
+        await server.run_stdio_async()
+
+
+@app.command("mcp-tools")
+def mcp_tools() -> None:
+    """Print the MCP tools/list of a user allowed everything, as committed in mcp_server/tools.json."""
+    from mcp_server.catalog import tools_json
+
+    typer.echo(asyncio.run(tools_json()), nl=False)
 
 
 # Demo and development -------------------------------------------------------------------------------------

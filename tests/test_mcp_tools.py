@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import Company, counts, forget_bookkeeping
+from conftest import ROOT, Company, counts, forget_bookkeeping
 from mcp import Client
 
 from mcp_server.server import create_server
@@ -288,3 +288,11 @@ async def test_an_update_clears_a_field_sent_as_null(db, company):
     got = unlinked.structured_content
     assert (got["person_id"], got["probability"], got["title"], got["version"]) == (None, 30, "Linked", 2)
     assert error_text(refused) == "[invalid] title cannot be null (field: title)"
+
+
+async def test_the_committed_tools_json_is_what_tools_list_says():
+    from mcp_server.catalog import tools_json
+
+    committed = (ROOT / "mcp_server" / "tools.json").read_text()
+    assert await tools_json() == committed, (
+        "tools/list changed: review the change, then `.venv/bin/pipecd mcp-tools > mcp_server/tools.json`")
