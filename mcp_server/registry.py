@@ -13,14 +13,16 @@ import inspect
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import BaseModel, TypeAdapter
+from mcp.types import ResourceLink, ToolAnnotations
+from pydantic import BaseModel, Field, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from mcp_server.errors import tool_error
+from mcp_server.links import links_for
 from mcp_server.safety import ToolPage, clean, fit_page
 from services.kernel.pagination import Page
 from services.kernel.permissions import Perm, declared_permission
@@ -37,6 +39,8 @@ PATCH = "changes"
 
 # The argument names the client actually sent with the current call (the SDK fills in every default).
 sent_arguments: ContextVar[frozenset[str]] = ContextVar("sent_arguments", default=frozenset())
+# Where the current call leaves links to the records its result is about.
+result_links: ContextVar[list[ResourceLink] | None] = ContextVar("result_links", default=None)
 
 
 @dataclass(frozen=True)
@@ -82,12 +86,19 @@ def crm_tool(
     return register
 
 
-def _flattened(model: type[BaseModel]) -> list[inspect.Parameter]:
+# In a filter, `owner_id` also takes "me": the calling user, so the model need not look its own id up first.
+ME = "me"
+OwnerOrMe = Annotated[
+    UUID | Literal["me"] | None, Field(description='Only records owned by this user; "me" for your own.')
+]
+
+
+def _flattened(model: type[BaseModel], *, is_filter: bool) -> list[inspect.Parameter]:
     return [
         inspect.Parameter(
             name,
             inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[field.annotation, field],
+            annotation=OwnerOrMe if is_filter and name == "owner_id" else Annotated[field.annotation, field],
             # the field (in the annotation) carries its default or default factory
             default=inspect.Parameter.empty if field.is_required() or field.default_factory else field.default,
         )
@@ -125,7 +136,7 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
         annotation = parameter.annotation
         if parameter.name in FLATTENED and isinstance(annotation, type) and issubclass(annotation, BaseModel):
             models[parameter.name] = annotation
-            public.extend(_flattened(annotation))
+            public.extend(_flattened(annotation, is_filter=parameter.name == "filter"))
         else:
             public.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
     returns = _published(signature.return_annotation)
@@ -144,10 +155,15 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
                 given = {k: arguments.pop(k) for k in list(arguments) if k in model.model_fields}
                 if name == PATCH:
                     call[name] = model(**{k: v for k, v in given.items() if k in sent})
+                elif name == "filter" and given.get("owner_id") == ME:
+                    call[name] = model(**{**{k: v for k, v in given.items() if v is not None},
+                                          "owner_id": caller.user_id})
                 else:
                     call[name] = model(**{k: v for k, v in given.items() if v is not None})
             async with db.unit_of_work(caller) as uow:
                 result = await tool.fn(uow, **call, **arguments)
+            if (links := result_links.get()) is not None:
+                links.extend(links_for(result))
             return returned.validate_python(safe(result))
         except ToolError:
             raise

@@ -16,13 +16,14 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.types import Tool
+from mcp.types import CallToolResult, ResourceLink, TextContent, Tool
 from pydantic import ValidationError
 
 from mcp_server import prompts, resources
 from mcp_server.errors import tool_error
 from mcp_server.ratelimit import RateLimited, ToolRateLimit
-from mcp_server.registry import CrmTool, PrincipalSource, bind, sent_arguments
+from mcp_server.registry import CrmTool, PrincipalSource, bind, result_links, sent_arguments
+from mcp_server.safety import as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS
 from services.audit import service as audit
@@ -47,6 +48,7 @@ class CrmServer(MCPServer[Any]):
         self._principal = principal
         self._rate_limit = ToolRateLimit(rate_limit)
         self._crm_tools: dict[str, CrmTool] = {}
+        self._wrapped: set[str] = set()  # tools whose structured result the SDK wraps as {"result": ...}
         self._schemas: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
 
     def add_crm_tool(self, tool: CrmTool) -> None:
@@ -62,6 +64,8 @@ class CrmServer(MCPServer[Any]):
             None if output is None else compact_output(output),
         )
         self._crm_tools[tool.name] = tool
+        if registered.fn_metadata.wrap_output:
+            self._wrapped.add(tool.name)
 
     async def list_tools(self) -> list[Tool]:
         caller = await self._principal()
@@ -80,10 +84,16 @@ class CrmServer(MCPServer[Any]):
     ) -> Any:
         caller = await self._principal()
         outcome = "ok"
-        token = sent_arguments.set(frozenset(arguments))
+        links: list[ResourceLink] = []
+        tokens = sent_arguments.set(frozenset(arguments)), result_links.set(links)
         try:
             self._rate_limit.hit(caller.user_id)
-            return await super().call_tool(name, arguments, context)
+            result = await super().call_tool(name, arguments, context)
+            if isinstance(result, CallToolResult) and result.structured_content is not None:
+                data = result.structured_content
+                text = as_text(data["result"] if name in self._wrapped else data)
+                result = result.model_copy(update={"content": [TextContent(type="text", text=text), *links]})
+            return result
         except RateLimited as exc:
             outcome = "rate_limited"
             raise ToolError(f"[rate_limited] {exc}") from exc
@@ -92,7 +102,8 @@ class CrmServer(MCPServer[Any]):
             outcome = _kind(str(tidy))
             raise tidy from exc
         finally:
-            sent_arguments.reset(token)
+            sent_arguments.reset(tokens[0])
+            result_links.reset(tokens[1])
             async with self._db.unit_of_work(caller) as uow:
                 await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
 

@@ -5,7 +5,7 @@ Every tool runs as the calling user, through the same permission checks and Row 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import Field
@@ -18,12 +18,15 @@ from services.contacts.schemas import (
     Organization,
     OrganizationCreate,
     OrganizationFilter,
+    OrganizationUpdate,
     Person,
     PersonCreate,
     PersonFilter,
+    PersonUpdate,
 )
 from services.deals import service as deals
 from services.deals.schemas import Deal, DealCreate, DealFilter, DealUpdate
+from services.kernel.errors import Invalid
 from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
 from services.kernel.uow import UnitOfWork
 from services.leads import service as leads
@@ -263,6 +266,37 @@ async def create_organization(
     """Create an organization. `search` for it first: if one with the same name or domain exists, the call is
     refused with `[duplicate]` and the existing organization's id, which you should use instead."""
     return await contacts.create_organization(uow, data, force=force, idempotency_key=idempotency_key)
+
+
+class ContactChanges(PersonUpdate, OrganizationUpdate):
+    """A person's and an organization's changeable fields in one set; each contact type takes its own."""
+
+
+@crm_tool(TOOLS, title="Update a person or organization", calls=contacts.update_person, idempotent=True)
+async def update_contact(
+    uow: UnitOfWork,
+    contact_type: Annotated[Literal["person", "organization"], Field(description="Which kind of contact.")],
+    contact_id: Annotated[UUID, Field(description="The person's or organization's id (from `search`).")],
+    changes: ContactChanges,
+    expected_version: ExpectedVersion = None,
+) -> Person | Organization:
+    """Change a contact. A person takes first_name, last_name, emails, phones, job_title, organization_id; an
+    organization takes name, domain, address; both take owner_id and visibility. Send only what changes: a
+    field left out stays as it is; null clears it. `emails`/`phones` replace the whole list."""
+    given = changes.model_dump(exclude_unset=True)
+    model: type[PersonUpdate] | type[OrganizationUpdate] = (
+        PersonUpdate if contact_type == "person" else OrganizationUpdate
+    )
+    if wrong := sorted(set(given) - set(model.model_fields)):
+        kind = "a person" if contact_type == "person" else "an organization"
+        raise Invalid(f"{wrong[0]} does not apply to {kind}", field=wrong[0])
+    if contact_type == "person":
+        return await contacts.update_person(
+            uow, contact_id, PersonUpdate(**given), expected_version=expected_version
+        )
+    return await contacts.update_organization(
+        uow, contact_id, OrganizationUpdate(**given), expected_version=expected_version
+    )
 
 
 @crm_tool(TOOLS, title="Create a lead", calls=leads.create)
