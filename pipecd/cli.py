@@ -244,7 +244,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
 ) -> None:
-    """Serve the GraphQL gateway (and health endpoints) against the configured database."""
+    """Serve the GraphQL gateway (/graphql), the MCP server (/mcp) and health endpoints on the configured database."""
     settings = _settings()
     _serve(settings, runtime.admin_url(settings), host, port, workers)
 
@@ -274,6 +274,7 @@ def dev(
     typer.echo(f"  database: {admin}")
     typer.echo("  demo data: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     typer.echo(f"  GraphiQL: {url}")
+    typer.echo(f"  MCP (Streamable HTTP): http://127.0.0.1:{port}/mcp  (stdio: pipecd mcp --user EMAIL)")
     typer.echo("\nDemo users and access tokens (valid 12 hours):")
     for demo_user in USERS:
         user_id = runtime.user_id_for_email(admin, demo_user.email)
