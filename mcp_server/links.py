@@ -28,7 +28,7 @@ def links_for(result: Any) -> list[ResourceLink]:
             type="resource_link",
             uri=record_uri(record),
             name=f"{COLLECTIONS[type(record)][:-1]} {record.id}",
-            title=clean_text(getattr(record, "title", None) or getattr(record, "name", ""), 200),
+            title=clean_text(str(getattr(record, "title", None) or getattr(record, "name", "")), 200),
             mime_type="application/json",
         )
         for record in records

@@ -1,15 +1,273 @@
-"""Resources and resource templates: CRM records an assistant can read by URI (`crm://deals/{deal_id}`, ...)."""
+"""Resources and resource templates: CRM records an assistant can read by URI (`crm://deals/{deal_id}`, ...).
+
+A record comes with the relations that help to work on it (a deal with its newest notes and open activities, a
+person with their deals, ...), at most `RELATED` of each, read as the caller through the same service calls as the
+tools, so Row Level Security decides what is in it. The content is JSON with its text cleaned (`safety.clean`) and
+its size kept under `MAX_RESULT` by dropping related records from the ends of the lists (then `truncated: true`).
+
+Errors reach the client as protocol errors whose message reads like a tool error: a missing record, one the caller
+may not see and a malformed id are "invalid params" (-32602, the SDK's resource-not-found); a refused permission is
+the SDK's anticipated resource error (-32603) saying `[forbidden] ...`; anything unexpected is logged and answered
+with a reference only.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+
+from mcp_server.errors import tool_error
 from mcp_server.registry import PrincipalSource
-from services.kernel.uow import Database
+from mcp_server.safety import MAX_RESULT, clean, size
+from services.activities import service as activities
+from services.activities.schemas import ActivityFilter
+from services.contacts import service as contacts
+from services.contacts.schemas import PersonFilter
+from services.deals import service as deals
+from services.deals.schemas import Deal, DealFilter
+from services.kernel.errors import Invalid, NotFound, ServiceError
+from services.kernel.pagination import PageRequest
+from services.kernel.principal import Principal
+from services.kernel.uow import Database, UnitOfWork
+from services.leads import service as leads
+from services.notes import service as notes
+from services.notes.schemas import NoteFilter
+from services.pipelines import service as pipelines
+from services.users import service as users
 
 if TYPE_CHECKING:
     from mcp_server.server import CrmServer
 
+log = logging.getLogger("pipecd.mcp")
+
+JSON = "application/json"
+RELATED = 10  # related records of each kind in one record's content
+
+DEAL_URI = "crm://deals/{deal_id}"
+PERSON_URI = "crm://persons/{person_id}"
+ORGANIZATION_URI = "crm://organizations/{organization_id}"
+LEAD_URI = "crm://leads/{lead_id}"
+PIPELINES_URI = "crm://pipelines"
+ME_URI = "crm://me"
+
+NOT_AN_ID = "not an id — resolve names to ids with `search` first; never guess ids"
+
+
+def record_id(value: str, field: str) -> UUID:
+    """The id in a URI or prompt argument, or `Invalid` naming the argument."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise Invalid(NOT_AN_ID, field=field) from None
+
+
+def data(value: Any) -> Any:
+    """Service results as plain JSON data with their text cleaned."""
+    return clean(to_jsonable_python(value))
+
+
+def fit(record: dict[str, Any], *lists: str) -> dict[str, Any]:
+    """`record` within `MAX_RESULT` characters of JSON: related records are dropped from the end of the longest of
+    `lists` until it fits, and `truncated` says whether any were."""
+    record["truncated"] = False
+    while size(record) > MAX_RESULT:
+        longest = max(lists, key=lambda key: size(record[key]))
+        if not record[longest]:
+            break
+        record[longest].pop()
+        record["truncated"] = True
+    return record
+
+
+def _page(limit: int = RELATED) -> PageRequest:
+    return PageRequest(limit=limit)
+
+
+async def _one_or_none(fetch: Callable[[UnitOfWork, list[UUID]], Awaitable[list[Any]]], uow: UnitOfWork,
+                       record: UUID | None) -> Any:
+    """A linked record when the caller may see it; a link to one they may not see reads as no link."""
+    if record is None:
+        return None
+    found = await fetch(uow, [record])
+    return found[0] if found else None
+
+
+def _compact_stage(deal: Deal, pipeline: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    if pipeline is None:
+        return None, None
+    stage = next((s for s in pipeline.stages if s.id == deal.stage_id), None)
+    return (
+        {"id": pipeline.id, "name": pipeline.name},
+        None if stage is None else {"id": stage.id, "name": stage.name, "win_probability": stage.win_probability},
+    )
+
+
+async def deal_record(uow: UnitOfWork, deal_id: UUID) -> dict[str, Any]:
+    """A deal with its pipeline and stage, person, organization, newest notes and open activities."""
+    deal = await deals.get(uow, deal_id)
+    pipeline, stage = _compact_stage(deal, await _one_or_none(pipelines.get_many, uow, deal.pipeline_id))
+    recent_notes = await notes.list(uow, NoteFilter(deal_id=deal_id), _page())
+    open_activities = await activities.list(uow, ActivityFilter(deal_id=deal_id, done=False), _page())
+    return fit(data({
+        "deal": deal,
+        "pipeline": pipeline,
+        "stage": stage,
+        "person": await _one_or_none(contacts.get_persons, uow, deal.person_id),
+        "organization": await _one_or_none(contacts.get_organizations, uow, deal.organization_id),
+        "recent_notes": recent_notes.items,
+        "notes_total": recent_notes.total,
+        "open_activities": open_activities.items,
+        "open_activities_total": open_activities.total,
+    }), "recent_notes", "open_activities")
+
+
+async def person_record(uow: UnitOfWork, person_id: UUID) -> dict[str, Any]:
+    """A person with their organization, newest deals, newest notes and open activities."""
+    person = await contacts.get_person(uow, person_id)
+    their_deals = await deals.list(uow, DealFilter(person_id=person_id), _page())
+    recent_notes = await notes.list(uow, NoteFilter(person_id=person_id), _page())
+    open_activities = await activities.list(uow, ActivityFilter(person_id=person_id, done=False), _page())
+    return fit(data({
+        "person": person,
+        "organization": await _one_or_none(contacts.get_organizations, uow, person.organization_id),
+        "deals": their_deals.items,
+        "deals_total": their_deals.total,
+        "recent_notes": recent_notes.items,
+        "notes_total": recent_notes.total,
+        "open_activities": open_activities.items,
+        "open_activities_total": open_activities.total,
+    }), "deals", "recent_notes", "open_activities")
+
+
+async def organization_record(uow: UnitOfWork, organization_id: UUID) -> dict[str, Any]:
+    """An organization with its newest persons, deals and notes."""
+    organization = await contacts.get_organization(uow, organization_id)
+    persons = await contacts.list_persons(uow, PersonFilter(organization_id=organization_id), _page())
+    their_deals = await deals.list(uow, DealFilter(organization_id=organization_id), _page())
+    recent_notes = await notes.list(uow, NoteFilter(organization_id=organization_id), _page())
+    return fit(data({
+        "organization": organization,
+        "persons": persons.items,
+        "persons_total": persons.total,
+        "deals": their_deals.items,
+        "deals_total": their_deals.total,
+        "recent_notes": recent_notes.items,
+        "notes_total": recent_notes.total,
+    }), "persons", "deals", "recent_notes")
+
+
+async def lead_record(uow: UnitOfWork, lead_id: UUID) -> dict[str, Any]:
+    """A lead with its person, organization, newest notes and open activities."""
+    lead = await leads.get(uow, lead_id)
+    recent_notes = await notes.list(uow, NoteFilter(lead_id=lead_id), _page())
+    open_activities = await activities.list(uow, ActivityFilter(lead_id=lead_id, done=False), _page())
+    return fit(data({
+        "lead": lead,
+        "person": await _one_or_none(contacts.get_persons, uow, lead.person_id),
+        "organization": await _one_or_none(contacts.get_organizations, uow, lead.organization_id),
+        "recent_notes": recent_notes.items,
+        "notes_total": recent_notes.total,
+        "open_activities": open_activities.items,
+        "open_activities_total": open_activities.total,
+    }), "recent_notes", "open_activities")
+
+
+def error_message(error: Exception, caller: Principal | None, where: str) -> str:
+    """The tool-style message (`[kind] ...`) for an error raised while serving a resource or prompt; an
+    unexpected one is logged with a reference and answered with the reference only."""
+    if isinstance(error, ServiceError | ValidationError):
+        return str(tool_error(error, caller))
+    reference = uuid.uuid4().hex[:12]
+    log.error("unexpected error in an MCP %s, ref=%s", where, reference, exc_info=error)
+    return f"[internal] internal error, ref={reference}"
+
+
+def resource_error(error: Exception, caller: Principal | None) -> Exception:
+    """What the client sees: a missing, hidden or malformed record as resource-not-found (invalid params)."""
+    if isinstance(error, MCPError | ResourceError):
+        return error
+    message = error_message(error, caller, "resource")
+    if isinstance(error, NotFound | Invalid | ValidationError):
+        return ResourceNotFoundError(message)
+    return ResourceError(message)
+
 
 def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None:
     """Add the CRM's resources and templates to `server`."""
+
+    async def read(build: Callable[[UnitOfWork], Awaitable[Any]]) -> str:
+        caller: Principal | None = None
+        try:
+            caller = await principal()
+            async with db.unit_of_work(caller) as uow:
+                content = await build(uow)
+        except Exception as exc:
+            raise resource_error(exc, caller) from exc
+        return json.dumps(content, ensure_ascii=False)
+
+    @server.resource(
+        DEAL_URI, name="deal", title="Deal", mime_type=JSON,
+        description="One deal as JSON: the deal (value, currency, status, owner, weighted value, `version`), its "
+                    "pipeline and stage by name, its person and organization, its 10 newest notes and 10 newest open "
+                    "activities (`notes_total` and `open_activities_total` count them all). Ids come from `search` "
+                    "or `list_deals`; never guess them.",
+    )
+    async def deal(deal_id: str) -> str:
+        return await read(lambda uow: deal_record(uow, record_id(deal_id, "deal_id")))
+
+    @server.resource(
+        PERSON_URI, name="person", title="Person", mime_type=JSON,
+        description="One contact person as JSON: name, emails, phones, job title, owner; their organization, their "
+                    "10 newest deals, 10 newest notes and 10 newest open activities, with totals. Ids come from "
+                    "`search` or `list_persons`; never guess them.",
+    )
+    async def person(person_id: str) -> str:
+        return await read(lambda uow: person_record(uow, record_id(person_id, "person_id")))
+
+    @server.resource(
+        ORGANIZATION_URI, name="organization", title="Organization", mime_type=JSON,
+        description="One organization as JSON: name, domain, address, owner; its 10 newest persons, deals and notes, "
+                    "with totals. Ids come from `search` or `list_organizations`; never guess them.",
+    )
+    async def organization(organization_id: str) -> str:
+        return await read(lambda uow: organization_record(uow, record_id(organization_id, "organization_id")))
+
+    @server.resource(
+        LEAD_URI, name="lead", title="Lead", mime_type=JSON,
+        description="One lead from the inbox as JSON: title, source, value, contact details, status; its linked "
+                    "person and organization, 10 newest notes and 10 newest open activities, with totals. Ids come "
+                    "from `search` or `list_leads`; never guess them.",
+    )
+    async def lead(lead_id: str) -> str:
+        return await read(lambda uow: lead_record(uow, record_id(lead_id, "lead_id")))
+
+    @server.resource(
+        PIPELINES_URI, name="pipelines", title="Pipelines and stages", mime_type=JSON,
+        description="Every pipeline as JSON, in display order, with its stages in order: each stage's id, name and "
+                    "win probability (percent). Stage ids for creating and moving deals come from here.",
+    )
+    async def all_pipelines() -> str:
+        async def build(uow: UnitOfWork) -> Any:
+            return {"pipelines": data(await pipelines.list(uow))}
+
+        return await read(build)
+
+    @server.resource(
+        ME_URI, name="me", title="Who am I", mime_type=JSON,
+        description="The user this assistant acts for, as JSON: profile, roles, teams, the token's scopes and the "
+                    "permissions in effect. Writes fail for a read-only token even when the user could make them.",
+    )
+    async def me() -> str:
+        async def build(uow: UnitOfWork) -> Any:
+            return data(await users.whoami(uow))
+
+        return await read(build)
