@@ -45,9 +45,11 @@ def test_every_domain_has_a_service_module():
         "services.audit.service",
         "services.contacts.service",
         "services.deals.service",
+        "services.deletion.service",
         "services.leads.service",
         "services.notes.service",
         "services.pipelines.service",
+        "services.reports.service",
         "services.search.service",
         "services.users.service",
     ]

@@ -1,0 +1,189 @@
+"""Reports over the CRM, computed in SQL as the caller: RLS decides which records count."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from services.deals import service as deals
+from services.kernel.errors import Invalid
+from services.kernel.permissions import Perm, requires
+from services.kernel.uow import UnitOfWork
+from services.pipelines import service as pipelines
+from services.pipelines.schemas import Pipeline
+from services.reports.schemas import (
+    ClosedAmount,
+    ClosedDeals,
+    OpenAmount,
+    OpenDeals,
+    Period,
+    PipelineSummary,
+    StageSummary,
+    StaleDeal,
+    StaleDeals,
+)
+
+DEFAULT_PERIOD_DAYS = 30
+MAX_STALE_DAYS = 365
+MAX_STALE_LIMIT = 50
+_CENT = Decimal("0.01")
+_ZERO = Decimal("0.00")
+
+# Open deals grouped by everything the weighted value depends on, so the deals service's rule applies to sums.
+_OPEN_GROUPS = """
+    select d.stage_id, d.currency, d.probability, s.win_probability as stage_probability,
+           count(*) as n, sum(d.value) as value
+    from public.deals d
+    left join public.stages s on s.id = d.stage_id
+    where d.pipeline_id = %s and d.status = 'open'
+    group by d.stage_id, d.currency, d.probability, s.win_probability
+"""
+
+_CLOSED = """
+    select d.status, d.currency, count(*) as n, sum(d.value) as value
+    from public.deals d
+    where d.pipeline_id = %s
+      and ((d.status = 'won' and d.won_at >= %s and d.won_at < %s)
+           or (d.status = 'lost' and d.lost_at >= %s and d.lost_at < %s))
+    group by d.status, d.currency
+"""
+
+_STALE = """
+    with touched as (
+        select d.id, d.title, d.stage_id, d.owner_id,
+               greatest(d.updated_at,
+                        (select max(a.updated_at) from public.activities a where a.deal_id = d.id),
+                        (select max(n.updated_at) from public.notes n where n.deal_id = d.id)) as last_touched_at
+        from public.deals d
+        where d.pipeline_id = %s and d.status = 'open'
+    )
+    select id, title, stage_id, owner_id, last_touched_at,
+           floor(extract(epoch from now() - last_touched_at) / 86400)::integer as days_idle,
+           count(*) over () as total
+    from touched
+    where last_touched_at <= now() - make_interval(days => %s)
+    order by last_touched_at, id
+    limit %s
+"""
+
+
+@dataclass
+class _Tally:
+    count: int = 0
+    value: dict[str, Decimal] = field(default_factory=lambda: defaultdict(lambda: _ZERO))
+    weighted: dict[str, Decimal] = field(default_factory=lambda: defaultdict(lambda: _ZERO))
+
+    def add(self, count: int, currency: str, value: Decimal, weighted: Decimal) -> None:
+        self.count += count
+        self.value[currency] += value
+        self.weighted[currency] += weighted
+
+    def open_deals(self) -> OpenDeals:
+        return OpenDeals(
+            count=self.count,
+            amounts=[
+                OpenAmount(currency=c, value=_money(self.value[c]), weighted_value=_money(self.weighted[c]))
+                for c in sorted(self.value)
+            ],
+        )
+
+    def closed_deals(self) -> ClosedDeals:
+        return ClosedDeals(
+            count=self.count,
+            amounts=[ClosedAmount(currency=c, value=_money(self.value[c])) for c in sorted(self.value)],
+        )
+
+
+def _money(amount: Decimal) -> Decimal:
+    return amount.quantize(_CENT)
+
+
+def _period(since: date | None, until: date | None) -> Period:
+    """The inclusive period; `until` defaults to today (UTC), `since` to 29 days before `until`."""
+    until = until if until is not None else datetime.now(UTC).date()
+    since = since if since is not None else until - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    if since > until:
+        raise Invalid(f"since ({since}) is after until ({until})", field="since")
+    return Period(since=since, until=until)
+
+
+def _check_range(name: str, value: int, high: int) -> None:
+    if not 1 <= value <= high:
+        raise Invalid(f"{name} must be between 1 and {high}", field=name)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@requires(Perm.DEALS_READ)
+async def pipeline_summary(
+    uow: UnitOfWork,
+    pipeline_id: UUID | None = None,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    stale_days: int = 30,
+    stale_limit: int = 10,
+) -> PipelineSummary:
+    """A pipeline at a glance: open deals per stage with value and weighted value per currency, deals won and
+    lost in the period (default: the last 30 days), and the open deals untouched for `stale_days`.
+    Counts only the deals the caller may see. Default pipeline: the first in display order."""
+    period = _period(since, until)
+    _check_range("stale_days", stale_days, MAX_STALE_DAYS)
+    _check_range("stale_limit", stale_limit, MAX_STALE_LIMIT)
+    pipeline: Pipeline = (
+        await pipelines.default_pipeline(uow) if pipeline_id is None else await pipelines.get(uow, pipeline_id)
+    )
+
+    per_stage: dict[UUID, _Tally] = defaultdict(_Tally)
+    unstaged, open_total = _Tally(), _Tally()
+    for row in await uow.all(_OPEN_GROUPS, [pipeline.id]):
+        weighted = deals.weighted_value(row["value"], row["probability"], row["stage_probability"])
+        tally = unstaged if row["stage_id"] is None else per_stage[row["stage_id"]]
+        for target in (tally, open_total):
+            target.add(row["n"], row["currency"], row["value"], weighted)
+
+    start, end = _day_start(period.since), _day_start(period.until + timedelta(days=1))
+    closed: dict[str, _Tally] = {"won": _Tally(), "lost": _Tally()}
+    for row in await uow.all(_CLOSED, [pipeline.id, start, end, start, end]):
+        closed[row["status"]].add(row["n"], row["currency"], row["value"], _ZERO)
+
+    stale_rows = await uow.all(_STALE, [pipeline.id, stale_days, stale_limit])
+    return PipelineSummary(
+        pipeline_id=pipeline.id,
+        pipeline_name=pipeline.name,
+        stages=[
+            StageSummary(
+                stage_id=stage.id,
+                name=stage.name,
+                position=stage.position,
+                win_probability=stage.win_probability,
+                open=per_stage[stage.id].open_deals(),
+            )
+            for stage in pipeline.stages
+        ],
+        unstaged=unstaged.open_deals(),
+        open=open_total.open_deals(),
+        period=period,
+        won=closed["won"].closed_deals(),
+        lost=closed["lost"].closed_deals(),
+        stale=StaleDeals(
+            stale_days=stale_days,
+            total=stale_rows[0]["total"] if stale_rows else 0,
+            deals=[
+                StaleDeal(
+                    deal_id=r["id"],
+                    title=r["title"],
+                    stage_id=r["stage_id"],
+                    owner_id=r["owner_id"],
+                    last_touched_at=r["last_touched_at"],
+                    days_idle=r["days_idle"],
+                )
+                for r in stale_rows
+            ],
+        ),
+    )
