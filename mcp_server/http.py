@@ -31,6 +31,7 @@ class HttpOptions:
     allowed_hosts: list[str] = field(default_factory=list)  # Host values accepted ("host:*" for any port)
     allowed_origins: list[str] = field(default_factory=list)  # Origin values accepted from browsers
     rate_limit: str = DEFAULT_RATE_LIMIT
+    confirmation_key: bytes | None = None  # shared by every process of the deployment
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def build(db: Database, authenticate: Authenticate, options: HttpOptions) -> Mou
         db,
         caller_from_request,
         rate_limit=options.rate_limit,
+        confirmation_key=options.confirmation_key,
         token_verifier=CrmTokenVerifier(authenticate),
         auth=AuthSettings(
             issuer_url=AnyHttpUrl(options.issuer_url),

@@ -10,24 +10,29 @@ declares (`@requires`), so `tools/list` shows a caller exactly the tools their r
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ResourceLink, ToolAnnotations
-from pydantic import BaseModel, Field, TypeAdapter
+from mcp_types.version import is_version_at_least
+from pydantic import BaseModel, TypeAdapter
+from pydantic import Field as Described
 from pydantic_core import to_jsonable_python
 
+from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
 from mcp_server.links import links_for
 from mcp_server.safety import ToolPage, clean, fit_page
 from services.kernel.pagination import Page
 from services.kernel.permissions import Perm, declared_permission
 from services.kernel.principal import Principal
-from services.kernel.uow import Database
+from services.kernel.uow import Database, UnitOfWork
 
 PrincipalSource = Callable[[], Awaitable[Principal]]
 
@@ -37,17 +42,49 @@ PrincipalSource = Callable[[], Awaitable[Principal]]
 FLATTENED = ("data", "filter", "changes")
 PATCH = "changes"
 
-# The argument names the client actually sent with the current call (the SDK fills in every default).
-sent_arguments: ContextVar[frozenset[str]] = ContextVar("sent_arguments", default=frozenset())
-# Where the current call leaves links to the records its result is about.
-result_links: ContextVar[list[ResourceLink] | None] = ContextVar("result_links", default=None)
+
+
+@dataclass
+class Call:
+    """The tool call in progress, as the server sees it. A tool that declares a parameter of this type gets it;
+    a tool whose first parameter is this, not a unit of work, opens its own units of work (e.g. to ask the
+    user something between two transactions)."""
+
+    caller: Principal
+    db: Database
+    sent: frozenset[str]  # the argument names the client actually sent (the SDK fills in every default)
+    confirmations: Confirmations
+    context: Context[Any, Any] | None = None  # the SDK's request context (elicitation, protocol version)
+    links: list[ResourceLink] = field(default_factory=list)  # links to the records the result is about
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        return self.db.unit_of_work(self.caller)
+
+    def can_elicit(self) -> bool:
+        """Whether the client can be asked mid-call (form elicitation on a 2025-11-25 handshake connection)."""
+        if self.context is None:
+            return False
+        try:
+            capabilities = self.context.client_capabilities
+            version = self.context.protocol_version
+        except ValueError:  # not serving a request (the server's call_tool was called directly)
+            return False
+        return (
+            capabilities is not None
+            and capabilities.elicitation is not None
+            and version is not None
+            and not is_version_at_least(version, "2026-07-28")
+        )
+
+
+current_call: ContextVar[Call | None] = ContextVar("current_call", default=None)
 
 
 @dataclass(frozen=True)
 class CrmTool:
     fn: Callable[..., Awaitable[Any]]
     title: str
-    permission: Perm | None
+    permissions: frozenset[Perm]  # the caller needs one of these to be offered the tool (none: anyone)
     annotations: ToolAnnotations
 
     @property
@@ -67,11 +104,14 @@ def crm_tool(
     read_only: bool = False,
     destructive: bool = False,
     idempotent: bool = False,
+    any_of: Collection[Perm] = (),
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-    """Register a tool; `calls` is the service function it wraps, whose declared permission gates the tool."""
+    """Register a tool; `calls` is the service function it wraps, whose declared permission gates the tool.
+    `any_of` gates a tool whose service function checks a permission that depends on its arguments."""
     permission = declared_permission(calls)
     if permission is False:
         raise TypeError(f"{calls.__qualname__} declares no permission")
+    gate = frozenset(any_of) if any_of else frozenset({permission} if isinstance(permission, Perm) else ())
     annotations = ToolAnnotations(
         read_only_hint=read_only,
         destructive_hint=destructive,
@@ -80,7 +120,7 @@ def crm_tool(
     )
 
     def register(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        registry.append(CrmTool(fn, title, permission if isinstance(permission, Perm) else None, annotations))
+        registry.append(CrmTool(fn, title, gate, annotations))
         return fn
 
     return register
@@ -89,7 +129,7 @@ def crm_tool(
 # In a filter, `owner_id` also takes "me": the calling user, so the model need not look its own id up first.
 ME = "me"
 OwnerOrMe = Annotated[
-    UUID | Literal["me"] | None, Field(description='Only records owned by this user; "me" for your own.')
+    UUID | Literal["me"] | None, Described(description='Only records owned by this user; "me" for your own.')
 ]
 
 
@@ -129,12 +169,17 @@ class Bound:
 def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
     """The function the MCP server calls for `tool`: flat arguments in, the service's model out."""
     signature = inspect.signature(tool.fn, eval_str=True)
-    _, *own = signature.parameters.values()  # the first is the unit of work
+    first, *rest = signature.parameters.values()
+    takes_uow = first.annotation is UnitOfWork  # else it opens its own, from the `Call`
+    own = rest if takes_uow else [first, *rest]
     public: list[inspect.Parameter] = []
     models: dict[str, type[BaseModel]] = {}
+    wants_call: str | None = None
     for parameter in own:
         annotation = parameter.annotation
-        if parameter.name in FLATTENED and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation is Call:
+            wants_call = parameter.name
+        elif parameter.name in FLATTENED and isinstance(annotation, type) and issubclass(annotation, BaseModel):
             models[parameter.name] = annotation
             public.extend(_flattened(annotation, is_filter=parameter.name == "filter"))
         else:
@@ -149,8 +194,13 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
         caller: Principal | None = None
         try:
             caller = await principal()
-            sent = sent_arguments.get()
+            current = current_call.get()
+            sent = current.sent if current is not None else frozenset(arguments)
             call: dict[str, Any] = {}
+            if wants_call is not None:
+                if current is None:
+                    raise RuntimeError(f"tool {tool.name} needs the call in progress")
+                call[wants_call] = current
             for name, model in models.items():
                 given = {k: arguments.pop(k) for k in list(arguments) if k in model.model_fields}
                 if name == PATCH:
@@ -160,10 +210,13 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
                                           "owner_id": caller.user_id})
                 else:
                     call[name] = model(**{k: v for k, v in given.items() if v is not None})
-            async with db.unit_of_work(caller) as uow:
-                result = await tool.fn(uow, **call, **arguments)
-            if (links := result_links.get()) is not None:
-                links.extend(links_for(result))
+            if takes_uow:
+                async with db.unit_of_work(caller) as uow:
+                    result = await tool.fn(uow, **call, **arguments)
+            else:
+                result = await tool.fn(**call, **arguments)
+            if current is not None:
+                current.links.extend(links_for(result))
             return returned.validate_python(safe(result))
         except ToolError:
             raise

@@ -16,13 +16,14 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.types import CallToolResult, ResourceLink, TextContent, Tool
+from mcp.types import CallToolResult, TextContent, Tool
 from pydantic import ValidationError
 
 from mcp_server import prompts, resources
+from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
 from mcp_server.ratelimit import RateLimited, ToolRateLimit
-from mcp_server.registry import CrmTool, PrincipalSource, bind, result_links, sent_arguments
+from mcp_server.registry import Call, CrmTool, PrincipalSource, bind, current_call
 from mcp_server.safety import as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS
@@ -42,11 +43,15 @@ class CrmServer(MCPServer[Any]):
     """An MCPServer whose tool list depends on who asks, whose tool calls are rate-limited per user and recorded
     in the audit log, and whose tool errors read `[kind] what happened — what to do`."""
 
-    def __init__(self, db: Database, principal: PrincipalSource, rate_limit: str, **kwargs: Any) -> None:
+    def __init__(
+        self, db: Database, principal: PrincipalSource, rate_limit: str, confirmation_key: bytes | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._db = db
         self._principal = principal
         self._rate_limit = ToolRateLimit(rate_limit)
+        self._confirmations = Confirmations(confirmation_key)
         self._crm_tools: dict[str, CrmTool] = {}
         self._wrapped: set[str] = set()  # tools whose structured result the SDK wraps as {"result": ...}
         self._schemas: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
@@ -74,7 +79,7 @@ class CrmServer(MCPServer[Any]):
             crm = self._crm_tools.get(tool.name)
             if crm is None:
                 listed.append(tool)
-            elif crm.permission is None or caller.can(crm.permission):
+            elif not crm.permissions or any(caller.can(p) for p in crm.permissions):
                 inputs, outputs = self._schemas[tool.name]
                 listed.append(tool.model_copy(update={"input_schema": inputs, "output_schema": outputs}))
         return listed
@@ -84,15 +89,15 @@ class CrmServer(MCPServer[Any]):
     ) -> Any:
         caller = await self._principal()
         outcome = "ok"
-        links: list[ResourceLink] = []
-        tokens = sent_arguments.set(frozenset(arguments)), result_links.set(links)
+        call = Call(caller, self._db, frozenset(arguments), self._confirmations, context)
+        token = current_call.set(call)
         try:
             self._rate_limit.hit(caller.user_id)
             result = await super().call_tool(name, arguments, context)
             if isinstance(result, CallToolResult) and result.structured_content is not None:
                 data = result.structured_content
                 text = as_text(data["result"] if name in self._wrapped else data)
-                result = result.model_copy(update={"content": [TextContent(type="text", text=text), *links]})
+                result = result.model_copy(update={"content": [TextContent(type="text", text=text), *call.links]})
             return result
         except RateLimited as exc:
             outcome = "rate_limited"
@@ -102,8 +107,7 @@ class CrmServer(MCPServer[Any]):
             outcome = _kind(str(tidy))
             raise tidy from exc
         finally:
-            sent_arguments.reset(tokens[0])
-            result_links.reset(tokens[1])
+            current_call.reset(token)
             async with self._db.unit_of_work(caller) as uow:
                 await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
 
@@ -133,10 +137,18 @@ def arguments_sha256(arguments: dict[str, Any]) -> str:
 
 
 def create_server(
-    db: Database, principal: PrincipalSource, *, rate_limit: str = DEFAULT_RATE_LIMIT, **kwargs: Any
+    db: Database,
+    principal: PrincipalSource,
+    *,
+    rate_limit: str = DEFAULT_RATE_LIMIT,
+    confirmation_key: bytes | None = None,
+    **kwargs: Any,
 ) -> CrmServer:
-    server = CrmServer(db, principal, rate_limit, name="pipecd", title="PipeCD CRM", instructions=INSTRUCTIONS,
-                       **kwargs)
+    """The CRM's MCP server acting for `principal`. `confirmation_key` signs the confirmations of destructive
+    tools; give every process of a deployment the same one (without it, a confirmation works in this process
+    only)."""
+    server = CrmServer(db, principal, rate_limit, confirmation_key, name="pipecd", title="PipeCD CRM",
+                       instructions=INSTRUCTIONS, **kwargs)
     for tool in TOOLS:
         server.add_crm_tool(tool)
     resources.install(server, db, principal)

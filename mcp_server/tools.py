@@ -5,12 +5,14 @@ Every tool runs as the calling user, through the same permission checks and Row 
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from mcp_server.registry import CrmTool, crm_tool
+from mcp_server.registry import Call, CrmTool, crm_tool
+from mcp_server.safety import clean_text
 from services.activities import service as activities
 from services.activities.schemas import Activity, ActivityCreate, ActivityFilter
 from services.contacts import service as contacts
@@ -26,6 +28,8 @@ from services.contacts.schemas import (
 )
 from services.deals import service as deals
 from services.deals.schemas import Deal, DealCreate, DealFilter, DealUpdate
+from services.deletion import service as deletion
+from services.deletion.schemas import DeletableType, DeletionPreview
 from services.kernel.errors import Invalid
 from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
 from services.kernel.uow import UnitOfWork
@@ -35,6 +39,8 @@ from services.notes import service as notes
 from services.notes.schemas import Note, NoteCreate
 from services.pipelines import service as pipelines
 from services.pipelines.schemas import Pipeline
+from services.reports import service as reports
+from services.reports.schemas import PipelineSummary
 from services.search import service as search_service
 from services.search.schemas import SearchHit, SearchType
 from services.users import service as users
@@ -176,6 +182,23 @@ async def list_pipelines(uow: UnitOfWork) -> list[Pipeline]:
 
     Call it before creating or moving a deal to learn the stage ids; do not guess them."""
     return await pipelines.list(uow)
+
+
+# Reports ------------------------------------------------------------------------------------------------
+
+
+@crm_tool(TOOLS, title="Pipeline summary", calls=reports.pipeline_summary, read_only=True)
+async def pipeline_summary(
+    uow: UnitOfWork,
+    pipeline_id: Annotated[UUID | None, Field(description="Default: the first pipeline (`list_pipelines`).")] = None,
+    since: Annotated[date | None, Field(description="Won/lost from this day; default 29 days before `until`.")] = None,
+    until: Annotated[date | None, Field(description="Won/lost up to this day (inclusive); default today.")] = None,
+    stale_days: Annotated[int, Field(ge=1, le=365, description="Idle days that make an open deal stale.")] = 30,
+) -> PipelineSummary:
+    """A pipeline at a glance, over the deals the user may see: open deals per stage with their value and
+    weighted value per currency, deals won and lost in a period (default: the last 30 days), and the open deals
+    nobody touched (deal, activity or note) for `stale_days`. Start a pipeline review here."""
+    return await reports.pipeline_summary(uow, pipeline_id, since=since, until=until, stale_days=stale_days)
 
 
 # Changing deals ----------------------------------------------------------------------------------------
@@ -340,3 +363,65 @@ async def add_note(uow: UnitOfWork, data: NoteCreate, idempotency_key: Idempoten
     """Write a note (plain text or simple Markdown) on a deal, lead, person or organization, as the user.
     Link at least one record by id (from `search`)."""
     return await notes.create(uow, data, idempotency_key=idempotency_key)
+
+
+# Deleting -----------------------------------------------------------------------------------------------
+
+DELETE = "delete_record"
+
+
+class DeletionOutcome(BaseModel):
+    deleted: bool = Field(description="True once the record is gone.")
+    preview: DeletionPreview = Field(description="What is (or would be) deleted, and what loses its link to it.")
+    confirmation: str | None = Field(
+        None, description="Pass back as `confirmation`, with the same arguments, to delete (valid 5 minutes)."
+    )
+    declined: bool = Field(False, description="True when the user was asked and said no: nothing was deleted.")
+
+
+class ConfirmDeletion(BaseModel):
+    delete: bool = Field(description="Yes, delete it.")
+
+
+@crm_tool(TOOLS, title="Delete a record", calls=deletion.delete, destructive=True, any_of=deletion.PERMISSIONS.values())
+async def delete_record(
+    call: Call,
+    record_type: Annotated[DeletableType, Field(description="What kind of record.")],
+    record_id: Annotated[UUID, Field(description="Its id (from `search` or a list tool).")],
+    confirmation: Annotated[str | None, Field(description="From the preview; omit to preview.")] = None,
+) -> DeletionOutcome:
+    """Delete a deal, person, organization, lead, activity or note, only when the user asked for exactly that.
+
+    Without `confirmation` nothing is deleted: you get a preview (the record, and the records that would be
+    deleted with it or lose their link to it) and a `confirmation`. Show the preview to the user; only if they
+    agree, call again with the same arguments and that `confirmation`. Where the client can ask the user
+    directly, this call asks them and deletes on their yes."""
+    subject = {"record_type": record_type.value, "record_id": str(record_id)}
+    if confirmation is not None:
+        state = call.confirmations.check(confirmation, call.caller.user_id, DELETE, subject)
+        return await _delete(call, record_type, record_id, state["version"])
+    async with call.unit_of_work() as uow:
+        preview = await deletion.preview(uow, record_type, record_id)
+    version = preview.record.version
+    if call.can_elicit():
+        assert call.context is not None
+        answer = await call.context.elicit(_question(preview), ConfirmDeletion)
+        if answer.action == "accept" and answer.data.delete:
+            return await _delete(call, record_type, record_id, version)
+        return DeletionOutcome(deleted=False, preview=preview, declined=True)
+    token = call.confirmations.issue(call.caller.user_id, DELETE, subject, {"version": version})
+    return DeletionOutcome(deleted=False, preview=preview, confirmation=token)
+
+
+async def _delete(call: Call, record_type: DeletableType, record_id: UUID, version: int | None) -> DeletionOutcome:
+    async with call.unit_of_work() as uow:
+        gone = await deletion.delete(uow, record_type, record_id, expected_version=version)
+    return DeletionOutcome(deleted=True, preview=gone)
+
+
+def _question(preview: DeletionPreview) -> str:
+    record = preview.record
+    effects = [f"{c.count} {c.entity_type.value.replace('_', ' ')}(s) {c.effect.value}" for c in preview.consequences]
+    also = f" Also: {', '.join(effects)}." if effects else ""
+    title = clean_text(record.title, 200)
+    return f"Delete {record.entity_type.value} \u201c{title}\u201d?{also} This cannot be undone."

@@ -38,6 +38,7 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
             allowed_hosts=settings.effective_mcp_allowed_hosts,
             allowed_origins=settings.effective_mcp_allowed_origins,
             rate_limit=settings.mcp_rate_limit,
+            confirmation_key=settings.mcp_confirmation_key,
         ),
     )
 

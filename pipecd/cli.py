@@ -184,7 +184,9 @@ async def _serve_stdio(settings: Settings, admin: str, access: str) -> None:
         except Unauthenticated as exc:
             _fail(f"the token was refused: {exc.message}")
         typer.echo(f"PipeCD MCP server (stdio) acting for {principal.email}", err=True)
-        server = create_server(db, caller, rate_limit=settings.mcp_rate_limit)
+        server = create_server(
+            db, caller, rate_limit=settings.mcp_rate_limit, confirmation_key=settings.mcp_confirmation_key
+        )
         await server.run_stdio_async()
 
 

@@ -3,6 +3,8 @@ with no configuration PipeCD runs on an embedded Postgres with a generated devel
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -104,6 +106,15 @@ class Settings(BaseSettings):
     def _rate_limit_parses(cls, value: str) -> str:
         parse_many(value)  # ValueError names the bad part
         return value
+
+    @property
+    def mcp_confirmation_key(self) -> bytes | None:
+        """Signs MCP confirmations (e.g. of deletes), derived from the JWT secret so every process of a
+        deployment shares it; without an HS256 secret, each process makes its own."""
+        secret = self.effective_jwt_secret
+        if secret is None:
+            return None
+        return hmac.new(secret.encode(), b"pipecd mcp confirmations", hashlib.sha256).digest()
 
     @property
     def mcp_resource_url(self) -> str:

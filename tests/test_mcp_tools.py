@@ -17,7 +17,7 @@ from services.kernel.records import Visibility
 
 READ_TOOLS = [
     "whoami", "search", "get_deal", "get_person", "get_organization", "get_lead", "list_deals", "list_persons",
-    "list_organizations", "list_leads", "list_activities", "list_pipelines",
+    "list_organizations", "list_leads", "list_activities", "list_pipelines", "pipeline_summary",
 ]
 WRITE_TOOLS = [
     "create_deal", "update_deal", "move_deal_stage", "mark_deal_won", "mark_deal_lost", "create_person",
@@ -29,13 +29,13 @@ MODES = ["auto", "legacy"]  # the 2026 direct dispatch and the 2025-11-25 initia
 
 
 def client_for(db: Any, company: Company, key: str, *, scopes: frozenset[Scope] | None = None,
-               mode: str = "auto") -> Client:
+               mode: str = "auto", **options: Any) -> Client:
     principal = company.principal(key, scopes=scopes, channel=Channel.MCP)
 
     async def caller():
         return principal
 
-    return Client(create_server(db, caller), mode=mode)
+    return Client(create_server(db, caller, **options), mode=mode)
 
 
 def written(admin: Any) -> dict[str, int]:
@@ -61,12 +61,13 @@ def error_text(result: Any) -> str:
 @pytest.mark.parametrize(
     ("key", "scopes", "offered"),
     [
-        ("bob", None, READ_TOOLS + WRITE_TOOLS),
+        ("bob", None, READ_TOOLS + WRITE_TOOLS + ["delete_record"]),
         ("vic", None, READ_TOOLS),
         ("bob", frozenset({Scope.READ}), READ_TOOLS),
         ("bob", frozenset({Scope.WRITE}), READ_TOOLS + WRITE_TOOLS),
+        ("bob", frozenset({Scope.DELETE}), READ_TOOLS + WRITE_TOOLS + ["delete_record"]),
     ],
-    ids=["member", "viewer", "member-read-token", "member-write-token"],
+    ids=["member", "viewer", "member-read-token", "member-write-token", "member-delete-token"],
 )
 async def test_tools_list_offers_exactly_what_role_and_scopes_allow(db, company, key, scopes, offered, mode):
     async with client_for(db, company, key, scopes=scopes, mode=mode) as client:
@@ -83,7 +84,7 @@ async def test_every_tool_has_a_title_all_four_hints_and_both_schemas(db, compan
         assert tool.input_schema["type"] == "object" and tool.output_schema is not None, tool.name
         assert hints.open_world_hint is False, tool.name
         assert hints.read_only_hint is (tool.name in READ_TOOLS), tool.name
-        assert hints.destructive_hint is False, tool.name
+        assert hints.destructive_hint is (tool.name == "delete_record"), tool.name
         assert isinstance(hints.idempotent_hint, bool), tool.name
     described = {t.name: t.description for t in tools}
     for name in ("get_deal", "create_deal", "log_activity", "add_note"):
@@ -380,3 +381,91 @@ async def test_a_page_over_the_size_budget_is_cut_between_records_and_continues_
         everything = await deals.list(uow, DealFilter(), PageRequest(limit=100))
     # the service's own order, with no gap and no repeat where the page was cut
     assert [d["id"] for d in first["items"] + rest["items"]] == [str(d.id) for d in everything.items]
+
+
+async def test_pipeline_summary_counts_what_the_caller_may_see(db, company, actors):
+    from decimal import Decimal
+
+    from services.deals import service as deals
+    from services.deals.schemas import DealCreate
+
+    stages = company.sales_stage_ids
+    async with actors.uow("bob") as uow:
+        await deals.create(uow, DealCreate(title="Owner only", value=Decimal(1000), stage_id=stages[0],
+                                           visibility=Visibility.OWNER))
+        await deals.create(uow, DealCreate(title="Everyone", value=Decimal(200), stage_id=stages[0]))
+    summaries = {}
+    for key in ("bob", "carol"):
+        async with client_for(db, company, key) as client:
+            summaries[key] = (await client.call_tool("pipeline_summary", {})).structured_content
+    first = {key: summary["stages"][0]["open"] for key, summary in summaries.items()}
+    assert first["bob"]["count"] == 2 and first["bob"]["amounts"][0]["value"] == "1200.00"
+    assert first["carol"]["count"] == 1 and first["carol"]["amounts"][0]["value"] == "200.00"
+    assert summaries["bob"]["pipeline_id"] == str(company.sales_pipeline_id)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_delete_record_previews_then_deletes_with_the_confirmation(db, company, admin, mode):
+    async with client_for(db, company, "bob", mode=mode) as client:
+        deal = (await client.call_tool("create_deal", {"title": "Doomed"})).structured_content
+        await client.call_tool("add_note", {"body": "keep me", "deal_id": deal["id"]})
+        forget_bookkeeping(admin)
+        before = written(admin)
+        asked = {"record_type": "deal", "record_id": deal["id"]}
+        preview = (await client.call_tool("delete_record", asked)).structured_content
+        assert written(admin) == before  # a preview deletes nothing
+        other = await client.call_tool("delete_record", {"record_type": "note", "record_id": deal["id"],
+                                                         "confirmation": preview["confirmation"]})
+        forged = await client.call_tool("delete_record", {**asked, "confirmation": "e30.0000"})
+        done = (await client.call_tool("delete_record", {**asked, "confirmation": preview["confirmation"]}))
+    assert (preview["deleted"], preview["preview"]["record"]["title"], preview["preview"]["consequences"]) == (
+        False, "Doomed", [{"entity_type": "stage_change", "count": 1, "effect": "deleted"},
+                          {"entity_type": "note", "count": 1, "effect": "unlinked"}])
+    assert error_text(other) == (
+        "[invalid] this confirmation is for another user or another record; preview again (field: confirmation)")
+    assert error_text(forged) == (
+        "[invalid] this confirmation is not valid; preview again to get a new one (field: confirmation)")
+    assert done.structured_content["deleted"] is True
+    assert counts(admin, "deals", "notes") == {"deals": 0, "notes": 1}
+    assert [outcome for *_, outcome in tool_calls(admin)] == ["ok", "invalid", "invalid", "ok"]
+
+
+async def test_a_confirmation_is_bound_to_its_user_and_to_the_record_s_version(db, company, admin):
+    shared = {"confirmation_key": b"one key for every process of the deployment"}
+    async with client_for(db, company, "bob", **shared) as client:
+        deal = (await client.call_tool("create_deal", {"title": "Shared", "visibility": "company"}))
+        asked = {"record_type": "deal", "record_id": deal.structured_content["id"]}
+        token = (await client.call_tool("delete_record", asked)).structured_content["confirmation"]
+        await client.call_tool("update_deal", {"deal_id": asked["record_id"], "value": 5})
+        stale = await client.call_tool("delete_record", {**asked, "confirmation": token})
+    async with client_for(db, company, "alice", **shared) as client:
+        stolen = await client.call_tool("delete_record", {**asked, "confirmation": token})
+    assert error_text(stale).startswith("[conflict] ")
+    assert error_text(stolen) == (
+        "[invalid] this confirmation is for another user or another record; preview again (field: confirmation)")
+    assert counts(admin, "deals") == {"deals": 1}
+
+
+@pytest.mark.parametrize("answer", ["accept", "decline"])
+async def test_where_the_client_can_ask_the_user_the_first_call_asks(db, company, admin, answer):
+    from mcp.types import ElicitResult
+
+    questions = []
+
+    async def user(context, params):
+        questions.append(params.message)
+        return ElicitResult(action=answer, content={"delete": True} if answer == "accept" else None)
+
+    principal = company.principal("bob", channel=Channel.MCP)
+
+    async def caller():
+        return principal
+
+    server = create_server(db, caller)
+    async with Client(server, mode="legacy", elicitation_callback=user) as client:
+        deal = (await client.call_tool("create_deal", {"title": "Ask first"})).structured_content
+        result = await client.call_tool("delete_record", {"record_type": "deal", "record_id": deal["id"]})
+    got = result.structured_content
+    assert questions == ["Delete deal \u201cAsk first\u201d? Also: 1 stage change(s) deleted. This cannot be undone."]
+    assert (got["deleted"], got["declined"], got["confirmation"]) == (answer == "accept", answer == "decline", None)
+    assert counts(admin, "deals") == {"deals": 0 if answer == "accept" else 1}

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,16 @@ async def test_a_sales_workflow_then_another_member_cannot_see_the_owner_only_de
             "type": "call", "subject": "Pricing call", "deal_id": deal["id"]}))
         note = data(await bob.call_tool("add_note", {"body": "Wants a 3-year term.", "deal_id": deal["id"]}))
         again = data(await bob.call_tool("get_deal", {"deal_id": deal["id"]}))
+        summary = data(await bob.call_tool("pipeline_summary", {}))
     assert (moved["stage_id"], moved["version"]) == (str(stages[1]), 2)
     assert (activity["deal_id"], note["deal_id"]) == (deal["id"], deal["id"])
     assert (again["title"], again["stage_id"], again["person_id"]) == (
         "Initech renewal", str(stages[1]), hits[0]["id"])
+    stage = next(s for s in summary["stages"] if s["stage_id"] == str(stages[1]))
+    weighted = f"{Decimal(1200) * stage['win_probability'] / 100:.2f}"
+    assert again["weighted_value"] == weighted
+    assert stage["open"] == {"count": 1, "amounts": [{"currency": "USD", "value": "1200.00",
+                                                      "weighted_value": weighted}]}
     rows = admin.execute("select title, owner_id, stage_id from public.deals").fetchall()
     assert rows == [("Initech renewal", company.people["bob"].id, stages[1])]
 
