@@ -16,7 +16,8 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.types import CallToolResult, TextContent, Tool
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, Tool
 from pydantic import ValidationError
 
 from mcp_server import prompts, resources
@@ -110,6 +111,14 @@ class CrmServer(MCPServer[Any]):
             current_call.reset(token)
             async with self._db.unit_of_work(caller) as uow:
                 await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
+
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
+    ) -> Any:
+        if self._prompt_manager.get_prompt(name) is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"[not_found] there is no prompt {name!r}; see prompts/list")
+        return await super().get_prompt(name, arguments, context)
 
 
 def _tidy(name: str, error: ToolError, caller: Any) -> ToolError:

@@ -573,6 +573,8 @@ async def test_prompt_arguments_are_checked_in_the_tools_words(db, company, acto
         no_argument = await refused(client.get_prompt("deal_brief", {}))
         extra = await refused(client.get_prompt("deal_brief", {"deal_id": str(missing), "tone": "formal"}))
         bad_period = await refused(client.get_prompt("lost_deal_analysis", {"period": "since forever"}))
+        unknown = await refused(client.get_prompt("win_every_deal", {}))
+    assert unknown == (INVALID_PARAMS, "[not_found] there is no prompt 'win_every_deal'; see prompts/list")
     assert invisible == (INVALID_PARAMS, f"[not_found] deal {hidden.id} not found {NOT_FOUND}")
     assert absent == (INVALID_PARAMS, f"[not_found] deal {missing} not found {NOT_FOUND}")
     assert not_an_id == (INVALID_PARAMS, NOT_AN_ID.format("person_id"))
