@@ -377,6 +377,12 @@ class DeletionOutcome(BaseModel):
         None, description="Pass back as `confirmation`, with the same arguments, to delete (valid 5 minutes)."
     )
     declined: bool = Field(False, description="True when the user was asked and said no: nothing was deleted.")
+    next_step: str = Field(description="What to do now (written by the server, not taken from the record).")
+
+PREVIEWED = (
+    "Nothing was deleted. Show the user this record and what happens to the linked records; only if they agree, "
+    "call delete_record again with the same record_type, record_id and this confirmation (valid 5 minutes)."
+)
 
 
 class ConfirmDeletion(BaseModel):
@@ -408,15 +414,16 @@ async def delete_record(
         answer = await call.context.elicit(_question(preview), ConfirmDeletion)
         if answer.action == "accept" and answer.data.delete:
             return await _delete(call, record_type, record_id, version)
-        return DeletionOutcome(deleted=False, preview=preview, declined=True)
+        return DeletionOutcome(deleted=False, preview=preview, declined=True,
+                               next_step="The user said no: nothing was deleted. Do not ask again unprompted.")
     token = call.confirmations.issue(call.caller.user_id, DELETE, subject, {"version": version})
-    return DeletionOutcome(deleted=False, preview=preview, confirmation=token)
+    return DeletionOutcome(deleted=False, preview=preview, confirmation=token, next_step=PREVIEWED)
 
 
 async def _delete(call: Call, record_type: DeletableType, record_id: UUID, version: int | None) -> DeletionOutcome:
     async with call.unit_of_work() as uow:
         gone = await deletion.delete(uow, record_type, record_id, expected_version=version)
-    return DeletionOutcome(deleted=True, preview=gone)
+    return DeletionOutcome(deleted=True, preview=gone, next_step="Deleted; tell the user what was removed.")
 
 
 def _question(preview: DeletionPreview) -> str:

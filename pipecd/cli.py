@@ -226,14 +226,17 @@ EXAMPLE = '{"query": "{ me { user { email } } deals(first: 3) { totalCount edges
 
 
 def _serve(settings: Settings, admin: str, host: str, port: int, workers: int) -> None:
+    import os
+
     import uvicorn
 
     from pipecd.app import create_app
 
+    if "public_url" not in settings.model_fields_set:  # say where this server is (MCP resource metadata)
+        settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
+        os.environ.setdefault("PIPECD_PUBLIC_URL", settings.public_url)
     if workers > 1:
         # each worker process builds its own app (and pool) from the environment
-        import os
-
         os.environ.setdefault("DATABASE_URL", admin)
         uvicorn.run("pipecd.app:app_from_environment", factory=True, host=host, port=port, workers=workers)
     else:

@@ -238,12 +238,18 @@ async def test_callers_without_the_types_delete_permission_are_forbidden_and_not
     assert counts(admin, *ALL_TABLES) == before
 
 
-async def test_a_visible_record_the_caller_may_not_change_is_not_deleted(actors, admin, world):
+@pytest.mark.parametrize("operation", ["preview", "delete"])
+async def test_a_visible_record_the_caller_may_not_change_is_neither_previewed_nor_deleted(
+    actors, admin, world, operation
+):
     before = counts(admin, *ALL_TABLES)
 
-    with pytest.raises(Forbidden):
-        await delete_as(actors, "dan", DeletableType.DEAL, world.deal)
+    with pytest.raises(Forbidden) as info:
+        run = preview_as if operation == "preview" else delete_as
+        await run(actors, "dan", DeletableType.DEAL, world.deal)
 
+    assert info.value.message == (
+        f"only the owner, a manager of the owner's team, or an admin may change deal {world.deal}")
     assert counts(admin, *ALL_TABLES) == before
 
 

@@ -130,3 +130,28 @@ async def test_graphql_and_health_still_answer_beside_the_mount(http):
         anonymous = await client.post("/graphql", json={"query": "{ me { email } }"})
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert anonymous.status_code == 401
+
+
+def test_host_and_origin_defaults_follow_the_public_url_and_production_drops_loopback(tmp_path):
+    from pipecd.settings import Settings
+
+    base = {"PIPECD_STATE_DIR": tmp_path, "SUPABASE_JWT_SECRET": TEST_JWT_SECRET,
+            "PIPECD_PUBLIC_URL": "https://crm.example.com", "SUPABASE_URL": "https://abc.supabase.co"}
+    production = Settings(**base, PIPECD_ENV="production")
+    assert production.effective_mcp_allowed_hosts == ["crm.example.com", "crm.example.com:*"]
+    assert production.effective_mcp_allowed_origins == ["https://crm.example.com"]
+    assert (production.mcp_resource_url, production.auth_issuer) == (
+        "https://crm.example.com/mcp", "https://abc.supabase.co/auth/v1")
+    explicit = Settings(**base, PIPECD_MCP_ALLOWED_HOSTS="a.example, b.example:*", PIPECD_MCP_ALLOWED_ORIGINS="")
+    assert (explicit.effective_mcp_allowed_hosts, explicit.effective_mcp_allowed_origins) == (
+        ["a.example", "b.example:*"], [])
+
+
+def test_a_malformed_rate_limit_is_refused_at_startup(tmp_path):
+    from pydantic import ValidationError
+
+    from pipecd.settings import Settings
+
+    refusal = "PIPECD_MCP_RATE_LIMIT\n  Value error, couldn't parse rate limit string 'lots'"
+    with pytest.raises(ValidationError, match=refusal):
+        Settings(PIPECD_STATE_DIR=tmp_path, PIPECD_MCP_RATE_LIMIT="lots")

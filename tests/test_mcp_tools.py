@@ -11,6 +11,7 @@ from conftest import ROOT, Company, counts, forget_bookkeeping
 from mcp import Client
 
 from mcp_server.server import create_server
+from mcp_server.tools import PREVIEWED
 from services.kernel.permissions import Scope
 from services.kernel.principal import Channel
 from services.kernel.records import Visibility
@@ -425,7 +426,9 @@ async def test_delete_record_previews_then_deletes_with_the_confirmation(db, com
         "[invalid] this confirmation is for another user or another record; preview again (field: confirmation)")
     assert error_text(forged) == (
         "[invalid] this confirmation is not valid; preview again to get a new one (field: confirmation)")
-    assert done.structured_content["deleted"] is True
+    assert preview["next_step"] == PREVIEWED
+    assert (done.structured_content["deleted"], done.structured_content["next_step"]) == (
+        True, "Deleted; tell the user what was removed.")
     assert counts(admin, "deals", "notes") == {"deals": 0, "notes": 1}
     assert [outcome for *_, outcome in tool_calls(admin)] == ["ok", "invalid", "invalid", "ok"]
 

@@ -148,8 +148,25 @@ async def _preview(uow: UnitOfWork, entity_type: DeletableType, entity_id: UUID)
 @requires(None)
 async def preview(uow: UnitOfWork, entity_type: DeletableType, entity_id: UUID) -> DeletionPreview:
     """What deleting the record would do, changing nothing: the record, and how many linked records would be
-    deleted with it or unlinked from it. Needs the type's delete permission (see PERMISSIONS)."""
-    return await _preview(uow, DeletableType(entity_type), entity_id)
+    deleted with it or unlinked from it. Needs the type's delete permission (see PERMISSIONS), and refuses as
+    the delete would (Forbidden for a record the caller may see but not change): it runs the delete and rolls
+    it back."""
+    entity_type = DeletableType(entity_type)
+    found = await _preview(uow, entity_type, entity_id)
+    await _dry_run(uow, entity_type, entity_id)
+    return found
+
+
+async def _dry_run(uow: UnitOfWork, entity_type: DeletableType, entity_id: UUID) -> None:
+    """Run the domain's delete inside a savepoint and roll it back: every check it makes (service and RLS)
+    answers, and nothing stays, neither rows, audit entries nor events."""
+    emitted = len(uow.events)
+    await uow.execute("savepoint deletion_dry_run")
+    try:
+        await _DELETE[entity_type](uow, entity_id)
+    finally:
+        await uow.execute("rollback to savepoint deletion_dry_run")
+        del uow.events[emitted:]
 
 
 @requires(None)
