@@ -133,10 +133,9 @@ async def get_lead(uow: UnitOfWork, lead_id: LeadId) -> Lead:
 async def list_deals(
     uow: UnitOfWork, filter: DealFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[Deal]:
-    """Deals you may see, newest first, filtered by owner, team, pipeline, stage, status, contact or text.
-
-    `total` counts every match; pass `next_cursor` back as `cursor` for the next page. For pipeline ids and
-    stage ids call `list_pipelines`; for a user's id, `whoami` (yourself) or `search`."""
+    """Deals you may see, newest first, by owner (`"me"` for yours), team, pipeline, stage, status, contact or
+    text. `total` counts every match; pass `next_cursor` back as `cursor` for the next page. Pipeline and stage
+    ids come from `list_pipelines`."""
     return await deals.list(uow, filter, _page(limit, cursor))
 
 
@@ -398,10 +397,9 @@ async def delete_record(
 ) -> DeletionOutcome:
     """Delete a deal, person, organization, lead, activity or note, only when the user asked for exactly that.
 
-    Without `confirmation` nothing is deleted: you get a preview (the record, and the records that would be
-    deleted with it or lose their link to it) and a `confirmation`. Show the preview to the user; only if they
-    agree, call again with the same arguments and that `confirmation`. Where the client can ask the user
-    directly, this call asks them and deletes on their yes."""
+    Without `confirmation` nothing is deleted: you get a preview (the record, and what would be deleted with it
+    or unlinked) and a `confirmation`. Show it to the user; only if they agree, call again with the same
+    arguments plus `confirmation`. A client that can ask the user directly is asked instead."""
     subject = {"record_type": record_type.value, "record_id": str(record_id)}
     if confirmation is not None:
         state = call.confirmations.check(confirmation, call.caller.user_id, DELETE, subject)

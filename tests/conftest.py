@@ -353,10 +353,11 @@ def forget_bookkeeping(conn: psycopg.Connection) -> None:
 
 
 def npm_tool(folder: str, packages: dict[str, str], binary: str, *, env: dict[str, str] | None = None) -> Path:
-    """An npm package's binary, installed (exact versions) into .tools/<folder> once; the test is skipped, with
-    npm's reason, when npm is missing or cannot reach its registry."""
+    """An npm package's binary (or, given a path such as `pkg/package.json`, that file under node_modules),
+    installed (exact versions) into .tools/<folder> once; the test is skipped, with npm's reason, when npm is
+    missing or cannot reach its registry."""
     tools = ROOT / ".tools" / folder
-    path = tools / "node_modules" / ".bin" / binary
+    path = tools / "node_modules" / (binary if "/" in binary else f".bin/{binary}")
     if path.exists():
         return path
     npm = shutil.which("npm")

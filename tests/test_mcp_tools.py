@@ -472,3 +472,24 @@ async def test_where_the_client_can_ask_the_user_the_first_call_asks(db, company
     assert questions == ["Delete deal \u201cAsk first\u201d? Also: 1 stage change(s) deleted. This cannot be undone."]
     assert (got["deleted"], got["declined"], got["confirmation"]) == (answer == "accept", answer == "decline", None)
     assert counts(admin, "deals") == {"deals": 0 if answer == "accept" else 1}
+
+
+def test_what_a_model_reads_of_tools_list_stays_within_6000_tokens():
+    """Names, descriptions and input schemas (what a client hands the model) measured with Anthropic's published
+    tokenizer; output schemas, titles and hints go to the client, not into the model's context."""
+    import json
+    import shutil
+    import subprocess
+
+    from conftest import npm_tool
+
+    package = npm_tool("tokenizer", {"@anthropic-ai/tokenizer": "0.0.4"}, "@anthropic-ai/tokenizer/package.json")
+    node = shutil.which("node")
+    assert node is not None
+    tools = json.loads((ROOT / "mcp_server" / "tools.json").read_text())["tools"]
+    seen = [{"name": t["name"], "description": t["description"], "input_schema": t["inputSchema"]} for t in tools]
+    script = ("const {countTokens} = require(process.argv[1]); let s = '';"
+              "process.stdin.on('data', d => s += d).on('end', () => console.log(countTokens(s)));")
+    counted = subprocess.run([node, "-e", script, str(package.parent)], input=json.dumps(seen, separators=(",", ":")),
+                             capture_output=True, text=True, check=True, timeout=60)
+    assert int(counted.stdout) <= 6000
