@@ -7,6 +7,7 @@ from typing import Any
 
 from mcp.types import ResourceLink
 
+from mcp_server.records import Detail
 from mcp_server.safety import clean_text
 from services.contacts.schemas import Organization, Person
 from services.deals.schemas import Deal
@@ -22,7 +23,12 @@ def record_uri(record: Deal | Person | Organization | Lead) -> str:
 
 def links_for(result: Any) -> list[ResourceLink]:
     """Links to the records a tool result is about (none for lists: their items are many)."""
-    records: list[Any] = [result.deal, result.lead] if isinstance(result, ConversionResult) else [result]
+    if isinstance(result, ConversionResult):
+        records: list[Any] = [result.deal, result.lead]
+    elif isinstance(result, Detail):
+        records = [result.primary]
+    else:
+        records = [result]
     return [
         ResourceLink(
             type="resource_link",

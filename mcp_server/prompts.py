@@ -43,11 +43,10 @@ from mcp_server.resources import (
     data,
     deal_record,
     error_message,
-    fit,
     person_record,
     record_id,
 )
-from mcp_server.safety import clean_text
+from mcp_server.safety import clean_text, fit_record
 from services.contacts import service as contacts
 from services.deals import service as deals
 from services.deals.schemas import Deal, DealFilter, DealStatus
@@ -209,7 +208,7 @@ async def pipeline_review_data(uow: UnitOfWork, pipeline: str | None) -> dict[st
     only = chosen[0].id if pipeline else None
     open_deals = await deals.list(uow, DealFilter(pipeline_id=only, status=DealStatus.OPEN),
                                   PageRequest(limit=LISTED_DEALS))
-    return fit({
+    return fit_record({
         "pipelines": data(chosen),
         "open_deals": _deals(open_deals.items, PIPELINE_DEAL),
         "open_deals_total": open_deals.total,
@@ -231,7 +230,7 @@ async def lost_deals_data(uow: UnitOfWork, first: date, last: date) -> dict[str,
             break
         page = PageRequest(limit=MAX_LIMIT, after=found.next_cursor)
     lost.sort(key=lambda d: (d.lost_at, d.id), reverse=True)
-    return fit({
+    return fit_record({
         "period": {"from": first.isoformat(), "to": last.isoformat()},
         "pipelines": data(await pipelines.list(uow)),
         "lost_deals": _deals(lost[:LISTED_DEALS], LOST_DEAL),

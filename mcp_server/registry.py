@@ -28,7 +28,8 @@ from pydantic_core import to_jsonable_python
 from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
 from mcp_server.links import links_for
-from mcp_server.safety import ToolPage, clean, fit_page
+from mcp_server.records import Detail
+from mcp_server.safety import ToolPage, clean, fit_page, fit_record
 from services.kernel.pagination import Page
 from services.kernel.permissions import Perm, declared_permission
 from services.kernel.principal import Principal
@@ -155,9 +156,13 @@ def _published(annotation: Any) -> Any:
 
 
 def safe(result: Any) -> Any:
-    """The result as plain data with its text cleaned, and a page fitted to the size budget."""
+    """The result as plain data with its text cleaned, a page or a record's relations fitted to the size budget."""
     data = clean(to_jsonable_python(result))
-    return fit_page(data) if isinstance(result, Page) else data
+    if isinstance(result, Page):
+        return fit_page(data)
+    if isinstance(result, Detail):
+        return fit_record(data, *result.TRIMMABLE)
+    return data
 
 
 @dataclass(frozen=True)

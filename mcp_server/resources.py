@@ -1,9 +1,9 @@
 """Resources and resource templates: CRM records an assistant can read by URI (`crm://deals/{deal_id}`, ...).
 
-A record comes with the relations that help to work on it (a deal with its newest notes and open activities, a
-person with their deals, ...), at most `RELATED` of each, read as the caller through the same service calls as the
-tools, so Row Level Security decides what is in it. The content is JSON with its text cleaned (`safety.clean`) and
-its size kept under `MAX_RESULT` by dropping related records from the ends of the lists (then `truncated: true`).
+A record comes with the relations that help to work on it (`records.py`: a deal with its newest notes and open
+activities, a person with their deals, ...), the same as its `get_*` tool returns, read as the caller through the
+services, so Row Level Security decides what is in it. The content is JSON with its text cleaned (`safety.clean`)
+and its size kept under `MAX_RESULT` by dropping related records from the ends of the lists (`truncated: true`).
 
 Errors reach the client as protocol errors whose message reads like a tool error: a missing record, one the caller
 may not see and a malformed id are "invalid params" (-32602, the SDK's resource-not-found); a refused permission is
@@ -26,21 +26,12 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from mcp_server.errors import tool_error
+from mcp_server.records import Detail, deal_detail, lead_detail, organization_detail, person_detail
 from mcp_server.registry import PrincipalSource
-from mcp_server.safety import MAX_RESULT, clean, size
-from services.activities import service as activities
-from services.activities.schemas import ActivityFilter
-from services.contacts import service as contacts
-from services.contacts.schemas import PersonFilter
-from services.deals import service as deals
-from services.deals.schemas import Deal, DealFilter
+from mcp_server.safety import clean, fit_record
 from services.kernel.errors import Invalid, NotFound, ServiceError
-from services.kernel.pagination import PageRequest
 from services.kernel.principal import Principal
 from services.kernel.uow import Database, UnitOfWork
-from services.leads import service as leads
-from services.notes import service as notes
-from services.notes.schemas import NoteFilter
 from services.pipelines import service as pipelines
 from services.users import service as users
 
@@ -50,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipecd.mcp")
 
 JSON = "application/json"
-RELATED = 10  # related records of each kind in one record's content
 
 DEAL_URI = "crm://deals/{deal_id}"
 PERSON_URI = "crm://persons/{person_id}"
@@ -75,110 +65,25 @@ def data(value: Any) -> Any:
     return clean(to_jsonable_python(value))
 
 
-def fit(record: dict[str, Any], *lists: str) -> dict[str, Any]:
-    """`record` within `MAX_RESULT` characters of JSON: related records are dropped from the end of the longest of
-    `lists` until it fits, and `truncated` says whether any were."""
-    record["truncated"] = False
-    while size(record) > MAX_RESULT:
-        longest = max(lists, key=lambda key: size(record[key]))
-        if not record[longest]:
-            break
-        record[longest].pop()
-        record["truncated"] = True
-    return record
-
-
-def _page(limit: int = RELATED) -> PageRequest:
-    return PageRequest(limit=limit)
-
-
-async def _one_or_none(fetch: Callable[[UnitOfWork, list[UUID]], Awaitable[list[Any]]], uow: UnitOfWork,
-                       record: UUID | None) -> Any:
-    """A linked record when the caller may see it; a link to one they may not see reads as no link."""
-    if record is None:
-        return None
-    found = await fetch(uow, [record])
-    return found[0] if found else None
-
-
-def _compact_stage(deal: Deal, pipeline: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    if pipeline is None:
-        return None, None
-    stage = next((s for s in pipeline.stages if s.id == deal.stage_id), None)
-    return (
-        {"id": pipeline.id, "name": pipeline.name},
-        None if stage is None else {"id": stage.id, "name": stage.name, "win_probability": stage.win_probability},
-    )
+def as_record(detail: Detail) -> dict[str, Any]:
+    """A record with its relations as cleaned JSON data within the size budget."""
+    return fit_record(data(detail), *detail.TRIMMABLE)
 
 
 async def deal_record(uow: UnitOfWork, deal_id: UUID) -> dict[str, Any]:
-    """A deal with its pipeline and stage, person, organization, newest notes and open activities."""
-    deal = await deals.get(uow, deal_id)
-    pipeline, stage = _compact_stage(deal, await _one_or_none(pipelines.get_many, uow, deal.pipeline_id))
-    recent_notes = await notes.list(uow, NoteFilter(deal_id=deal_id), _page())
-    open_activities = await activities.list(uow, ActivityFilter(deal_id=deal_id, done=False), _page())
-    return fit(data({
-        "deal": deal,
-        "pipeline": pipeline,
-        "stage": stage,
-        "person": await _one_or_none(contacts.get_persons, uow, deal.person_id),
-        "organization": await _one_or_none(contacts.get_organizations, uow, deal.organization_id),
-        "recent_notes": recent_notes.items,
-        "notes_total": recent_notes.total,
-        "open_activities": open_activities.items,
-        "open_activities_total": open_activities.total,
-    }), "recent_notes", "open_activities")
+    return as_record(await deal_detail(uow, deal_id))
 
 
 async def person_record(uow: UnitOfWork, person_id: UUID) -> dict[str, Any]:
-    """A person with their organization, newest deals, newest notes and open activities."""
-    person = await contacts.get_person(uow, person_id)
-    their_deals = await deals.list(uow, DealFilter(person_id=person_id), _page())
-    recent_notes = await notes.list(uow, NoteFilter(person_id=person_id), _page())
-    open_activities = await activities.list(uow, ActivityFilter(person_id=person_id, done=False), _page())
-    return fit(data({
-        "person": person,
-        "organization": await _one_or_none(contacts.get_organizations, uow, person.organization_id),
-        "deals": their_deals.items,
-        "deals_total": their_deals.total,
-        "recent_notes": recent_notes.items,
-        "notes_total": recent_notes.total,
-        "open_activities": open_activities.items,
-        "open_activities_total": open_activities.total,
-    }), "deals", "recent_notes", "open_activities")
+    return as_record(await person_detail(uow, person_id))
 
 
 async def organization_record(uow: UnitOfWork, organization_id: UUID) -> dict[str, Any]:
-    """An organization with its newest persons, deals and notes."""
-    organization = await contacts.get_organization(uow, organization_id)
-    persons = await contacts.list_persons(uow, PersonFilter(organization_id=organization_id), _page())
-    their_deals = await deals.list(uow, DealFilter(organization_id=organization_id), _page())
-    recent_notes = await notes.list(uow, NoteFilter(organization_id=organization_id), _page())
-    return fit(data({
-        "organization": organization,
-        "persons": persons.items,
-        "persons_total": persons.total,
-        "deals": their_deals.items,
-        "deals_total": their_deals.total,
-        "recent_notes": recent_notes.items,
-        "notes_total": recent_notes.total,
-    }), "persons", "deals", "recent_notes")
+    return as_record(await organization_detail(uow, organization_id))
 
 
 async def lead_record(uow: UnitOfWork, lead_id: UUID) -> dict[str, Any]:
-    """A lead with its person, organization, newest notes and open activities."""
-    lead = await leads.get(uow, lead_id)
-    recent_notes = await notes.list(uow, NoteFilter(lead_id=lead_id), _page())
-    open_activities = await activities.list(uow, ActivityFilter(lead_id=lead_id, done=False), _page())
-    return fit(data({
-        "lead": lead,
-        "person": await _one_or_none(contacts.get_persons, uow, lead.person_id),
-        "organization": await _one_or_none(contacts.get_organizations, uow, lead.organization_id),
-        "recent_notes": recent_notes.items,
-        "notes_total": recent_notes.total,
-        "open_activities": open_activities.items,
-        "open_activities_total": open_activities.total,
-    }), "recent_notes", "open_activities")
+    return as_record(await lead_detail(uow, lead_id))
 
 
 def error_message(error: Exception, caller: Principal | None, where: str) -> str:

@@ -56,6 +56,19 @@ def size(data: Any) -> int:
     return len(json.dumps(data, ensure_ascii=False, default=str))
 
 
+def fit_record(record: dict[str, Any], *lists: str, budget: int = MAX_RESULT) -> dict[str, Any]:
+    """A record with related records (plain data) within `budget` characters of JSON: related records are dropped
+    from the end of the longest of `lists` until it fits, and `truncated` says whether any were."""
+    record = {**record, "truncated": False, **{key: list(record[key]) for key in lists}}
+    while size(record) > budget:
+        longest = max(lists, key=lambda key: size(record[key]))
+        if not record[longest]:
+            break
+        record[longest].pop()
+        record["truncated"] = True
+    return record
+
+
 def fit_page(page: dict[str, Any], budget: int = MAX_RESULT) -> dict[str, Any]:
     """A page (plain data of a `Page`) within `budget` characters of JSON, whole records only."""
     page = {**page, "truncated": False}

@@ -11,6 +11,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from mcp_server import records
+from mcp_server.records import DealDetail, LeadDetail, OrganizationDetail, PersonDetail
 from mcp_server.registry import Call, CrmTool, crm_tool
 from mcp_server.safety import clean_text
 from services.activities import service as activities
@@ -102,31 +104,30 @@ async def search(
 
 
 @crm_tool(TOOLS, title="Get a deal", calls=deals.get, read_only=True)
-async def get_deal(uow: UnitOfWork, deal_id: DealId) -> Deal:
-    """One deal: value, currency, status, pipeline and stage ids, owner, weighted value and `version`.
-
-    Resolve names to ids with `search` first. Pass `version` as `expected_version` when you change it."""
-    return await deals.get(uow, deal_id)
+async def get_deal(uow: UnitOfWork, deal_id: DealId) -> DealDetail:
+    """One deal with its stage, contact, organization, newest notes and open activities. Resolve names to ids
+    with `search` first; pass the deal's `version` as `expected_version` when you change it."""
+    return await records.deal_detail(uow, deal_id)
 
 
 @crm_tool(TOOLS, title="Get a person", calls=contacts.get_person, read_only=True)
-async def get_person(uow: UnitOfWork, person_id: PersonId) -> Person:
-    """One contact person: name, emails, phones, organization id, owner. Resolve names with `search` first."""
-    return await contacts.get_person(uow, person_id)
+async def get_person(uow: UnitOfWork, person_id: PersonId) -> PersonDetail:
+    """One person with their organization, deals, newest notes and open activities. Resolve names with
+    `search` first."""
+    return await records.person_detail(uow, person_id)
 
 
 @crm_tool(TOOLS, title="Get an organization", calls=contacts.get_organization, read_only=True)
-async def get_organization(uow: UnitOfWork, organization_id: OrganizationId) -> Organization:
-    """One organization: name, domain, address, owner. Resolve names with `search` first."""
-    return await contacts.get_organization(uow, organization_id)
+async def get_organization(uow: UnitOfWork, organization_id: OrganizationId) -> OrganizationDetail:
+    """One organization with its persons, deals and newest notes. Resolve names with `search` first."""
+    return await records.organization_detail(uow, organization_id)
 
 
 @crm_tool(TOOLS, title="Get a lead", calls=leads.get, read_only=True)
-async def get_lead(uow: UnitOfWork, lead_id: LeadId) -> Lead:
-    """One lead from the inbox: title, source, value, contact details, status (open, archived, converted).
-
-    Resolve names with `search` first."""
-    return await leads.get(uow, lead_id)
+async def get_lead(uow: UnitOfWork, lead_id: LeadId) -> LeadDetail:
+    """One lead from the inbox with its person, organization, newest notes and open activities. Resolve names
+    with `search` first."""
+    return await records.lead_detail(uow, lead_id)
 
 
 @crm_tool(TOOLS, title="List deals", calls=deals.list, read_only=True)

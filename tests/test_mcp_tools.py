@@ -493,3 +493,36 @@ def test_what_a_model_reads_of_tools_list_stays_within_6000_tokens():
     counted = subprocess.run([node, "-e", script, str(package.parent)], input=json.dumps(seen, separators=(",", ":")),
                              capture_output=True, text=True, check=True, timeout=60)
     assert int(counted.stdout) <= 6000
+
+
+async def test_get_tools_return_the_record_with_its_relations_and_hide_what_the_caller_may_not_see(
+    db, company, actors
+):
+    from services.contacts import service as contacts
+    from services.contacts.schemas import OrganizationCreate, PersonCreate
+    from services.deals import service as deals
+    from services.deals.schemas import DealCreate
+    from services.leads import service as leads
+    from services.leads.schemas import LeadCreate
+
+    async with actors.uow("bob") as uow:
+        org = await contacts.create_organization(uow, OrganizationCreate(name="Initech"))
+        person = await contacts.create_person(uow, PersonCreate(first_name="Private", organization_id=org.id,
+                                                                visibility=Visibility.OWNER))
+        deal = await deals.create(uow, DealCreate(title="Team deal", person_id=person.id, organization_id=org.id,
+                                                  visibility=Visibility.TEAM))
+        lead = await leads.create(uow, LeadCreate(title="Inbound", organization_id=org.id))
+    async with client_for(db, company, "dan") as client:  # bob's teammate: sees the deal, not the person
+        got = {kind: await client.call_tool(f"get_{kind}", {f"{kind}_id": str(record_id)})
+               for kind, record_id in [("deal", deal.id), ("organization", org.id), ("lead", lead.id)]}
+        hidden = await client.call_tool("get_person", {"person_id": str(person.id)})
+    shown = got["deal"].structured_content
+    assert (shown["deal"]["title"], shown["person"], shown["organization"]["name"], shown["stage"]["name"]) == (
+        "Team deal", None, "Initech", "Qualified")
+    org_detail = got["organization"].structured_content
+    assert ([d["title"] for d in org_detail["deals"]], org_detail["persons"], org_detail["persons_total"]) == (
+        ["Team deal"], [], 0)
+    assert got["lead"].structured_content["organization"]["id"] == str(org.id)
+    assert [r.content[1].uri for r in got.values()] == [
+        f"crm://deals/{deal.id}", f"crm://organizations/{org.id}", f"crm://leads/{lead.id}"]
+    assert error_text(hidden).startswith(f"[not_found] person {person.id} not found")

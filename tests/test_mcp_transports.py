@@ -103,11 +103,13 @@ async def test_a_sales_workflow_then_another_member_cannot_see_the_owner_only_de
         summary = data(await bob.call_tool("pipeline_summary", {}))
     assert (moved["stage_id"], moved["version"]) == (str(stages[1]), 2)
     assert (activity["deal_id"], note["deal_id"]) == (deal["id"], deal["id"])
-    assert (again["title"], again["stage_id"], again["person_id"]) == (
-        "Initech renewal", str(stages[1]), hits[0]["id"])
+    assert (again["deal"]["title"], again["stage"]["id"], again["person"]["name"]) == (
+        "Initech renewal", str(stages[1]), "Peter Gibbons")
+    assert [n["body"] for n in again["recent_notes"]] == ["Wants a 3-year term."]
+    assert [a["subject"] for a in again["open_activities"]] == ["Pricing call"]
     stage = next(s for s in summary["stages"] if s["stage_id"] == str(stages[1]))
     weighted = f"{Decimal(1200) * stage['win_probability'] / 100:.2f}"
-    assert again["weighted_value"] == weighted
+    assert again["deal"]["weighted_value"] == weighted
     assert stage["open"] == {"count": 1, "amounts": [{"currency": "USD", "value": "1200.00",
                                                       "weighted_value": weighted}]}
     rows = admin.execute("select title, owner_id, stage_id from public.deals").fetchall()
