@@ -107,11 +107,13 @@ class CrmServer(MCPServer[Any]):
             tidy = _tidy(name, exc, caller)
             outcome = _kind(str(tidy))
             raise tidy from exc
+        except Exception:  # e.g. a protocol error (MCPError): recorded as an error
+            outcome = "error"
+            raise
         finally:
             current_call.reset(token)
             async with self._db.unit_of_work(caller) as uow:
                 await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
-
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
