@@ -4,7 +4,8 @@ A tool is written as a service call: `async def create_deal(uow, data: DealCreat
 Binding it gives the model a flat argument list (the fields of `data`, `filter` or `changes`, with the service
 model's descriptions and constraints, plus the tool's own arguments), opens a unit of work as the calling user,
 and turns every error into a tool error the model can act on. The tool's permission is the one its service function
-declares (`@requires`), so `tools/list` shows a caller exactly the tools their role and scopes allow.
+declares (`@requires`), so `tools/list` shows a caller exactly the tools their role and scopes allow. What a tool
+returns reaches the model cleaned and within the size budget (`safety.py`), with links to the records it is about.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ResourceLink, ToolAnnotations
 from mcp_types.version import is_version_at_least
-from pydantic import BaseModel, TypeAdapter
-from pydantic import Field as Described
+from pydantic import BaseModel, Field, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from mcp_server.confirm import Confirmations
@@ -42,7 +42,6 @@ PrincipalSource = Callable[[], Awaitable[Principal]]
 # out stays as it is and an explicit null clears it (e.g. unlinks the person from a deal).
 FLATTENED = ("data", "filter", "changes")
 PATCH = "changes"
-
 
 
 @dataclass
@@ -130,7 +129,7 @@ def crm_tool(
 # In a filter, `owner_id` also takes "me": the calling user, so the model need not look its own id up first.
 ME = "me"
 OwnerOrMe = Annotated[
-    UUID | Literal["me"] | None, Described(description='Only records owned by this user; "me" for your own.')
+    UUID | Literal["me"] | None, Field(description='Only records owned by this user; "me" for your own.')
 ]
 
 
