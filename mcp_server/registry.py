@@ -170,8 +170,9 @@ class Bound:
     nullable: frozenset[str]  # arguments where an explicit null means "clear"
 
 
-def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
-    """The function the MCP server calls for `tool`: flat arguments in, the service's model out."""
+def bind(tool: CrmTool) -> Bound:
+    """The function the MCP server calls for `tool`: flat arguments in, the service's model out. It acts for the
+    caller of the call in progress (`current_call`, set by the server), so one binding serves every server."""
     signature = inspect.signature(tool.fn, eval_str=True)
     first, *rest = signature.parameters.values()
     takes_uow = first.annotation is UnitOfWork  # else it opens its own, from the `Call`
@@ -195,15 +196,14 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
         raise TypeError(f"tool {tool.name}: an argument name is used twice: {names}")
 
     async def run(**arguments: Any) -> Any:
-        caller: Principal | None = None
+        current = current_call.get()
+        if current is None:
+            raise RuntimeError(f"tool {tool.name} runs only within a server's call_tool")
+        caller = current.caller
         try:
-            caller = await principal()
-            current = current_call.get()
-            sent = current.sent if current is not None else frozenset(arguments)
+            sent = current.sent
             call: dict[str, Any] = {}
             if wants_call is not None:
-                if current is None:
-                    raise RuntimeError(f"tool {tool.name} needs the call in progress")
                 call[wants_call] = current
             for name, model in models.items():
                 given = {k: arguments.pop(k) for k in list(arguments) if k in model.model_fields}
@@ -215,12 +215,11 @@ def bind(tool: CrmTool, db: Database, principal: PrincipalSource) -> Bound:
                 else:
                     call[name] = model(**{k: v for k, v in given.items() if v is not None})
             if takes_uow:
-                async with db.unit_of_work(caller) as uow:
+                async with current.unit_of_work() as uow:
                     result = await tool.fn(uow, **call, **arguments)
             else:
                 result = await tool.fn(**call, **arguments)
-            if current is not None:
-                current.links.extend(links_for(result))
+            current.links.extend(links_for(result))
             return returned.validate_python(safe(result))
         except ToolError:
             raise
