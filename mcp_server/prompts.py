@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 from mcp.server.mcpserver.prompts.base import Message, Prompt, UserMessage
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
-    INTERNAL_ERROR,
     INVALID_PARAMS,
     Completion,
     CompletionArgument,
@@ -32,25 +31,24 @@ from mcp.types import (
     PromptReference,
     ResourceTemplateReference,
 )
-from pydantic import Field, ValidationError
+from pydantic import Field
 
+from mcp_server.errors import prompt_error
 from mcp_server.registry import PrincipalSource
 from mcp_server.resources import (
     DEAL_URI,
     LEAD_URI,
     ORGANIZATION_URI,
     PERSON_URI,
-    data,
     deal_record,
-    error_message,
     person_record,
     record_id,
 )
-from mcp_server.safety import clean_text, fit_record
+from mcp_server.safety import as_data, clean_text, fit_record
 from services.contacts import service as contacts
 from services.deals import service as deals
 from services.deals.schemas import Deal, DealFilter, DealStatus
-from services.kernel.errors import Invalid, NotFound, ServiceError
+from services.kernel.errors import Invalid, ServiceError
 from services.kernel.pagination import MAX_LIMIT, PageRequest
 from services.kernel.principal import Principal
 from services.kernel.uow import Database, UnitOfWork
@@ -160,14 +158,6 @@ def message(task: str, records: Any, next_steps: str) -> UserMessage:
     return UserMessage(f"{task}\n\n{DATA_INTRO}\n```json\n{block}\n```\n{DATA_NOTE}\n\n{next_steps}")
 
 
-def prompt_error(error: Exception, caller: Principal | None) -> MCPError:
-    """What the client sees: a missing, hidden or malformed record or argument as invalid params."""
-    if isinstance(error, MCPError):
-        return error
-    code = INVALID_PARAMS if isinstance(error, NotFound | Invalid | ValidationError) else INTERNAL_ERROR
-    return MCPError(code=code, message=error_message(error, caller, "prompt"))
-
-
 class CrmPrompt(Prompt):
     """A prompt whose missing or unknown arguments are refused as invalid params, in the tools' words."""
 
@@ -189,7 +179,7 @@ class CrmPrompt(Prompt):
 
 
 def _deals(found: list[Deal], fields: set[str]) -> list[Any]:
-    return [data(deal.model_dump(include=fields)) for deal in found]
+    return [as_data(deal.model_dump(include=fields)) for deal in found]
 
 
 async def _pipeline_named(uow: UnitOfWork, name: str) -> Pipeline:
@@ -209,7 +199,7 @@ async def pipeline_review_data(uow: UnitOfWork, pipeline: str | None) -> dict[st
     open_deals = await deals.list(uow, DealFilter(pipeline_id=only, status=DealStatus.OPEN),
                                   PageRequest(limit=LISTED_DEALS))
     return fit_record({
-        "pipelines": data(chosen),
+        "pipelines": as_data(chosen),
         "open_deals": _deals(open_deals.items, PIPELINE_DEAL),
         "open_deals_total": open_deals.total,
     }, "open_deals")
@@ -232,7 +222,7 @@ async def lost_deals_data(uow: UnitOfWork, first: date, last: date) -> dict[str,
     lost.sort(key=lambda d: (d.lost_at, d.id), reverse=True)
     return fit_record({
         "period": {"from": first.isoformat(), "to": last.isoformat()},
-        "pipelines": data(await pipelines.list(uow)),
+        "pipelines": as_data(await pipelines.list(uow)),
         "lost_deals": _deals(lost[:LISTED_DEALS], LOST_DEAL),
         "lost_deals_total": len(lost),
         "all_lost_deals_counted": not found.has_next,

@@ -23,13 +23,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ResourceLink, ToolAnnotations
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field, TypeAdapter
-from pydantic_core import to_jsonable_python
 
 from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
 from mcp_server.links import links_for
-from mcp_server.records import Detail
-from mcp_server.safety import ToolPage, clean, fit_page, fit_record
+from mcp_server.safety import ToolPage, as_data
 from services.kernel.pagination import Page
 from services.kernel.permissions import Perm, declared_permission
 from services.kernel.principal import Principal
@@ -154,16 +152,6 @@ def _published(annotation: Any) -> Any:
     return annotation
 
 
-def safe(result: Any) -> Any:
-    """The result as plain data with its text cleaned, a page or a record's relations fitted to the size budget."""
-    data = clean(to_jsonable_python(result))
-    if isinstance(result, Page):
-        return fit_page(data)
-    if isinstance(result, Detail):
-        return fit_record(data, *result.TRIMMABLE)
-    return data
-
-
 @dataclass(frozen=True)
 class Bound:
     fn: Callable[..., Awaitable[Any]]
@@ -220,7 +208,7 @@ def bind(tool: CrmTool) -> Bound:
             else:
                 result = await tool.fn(**call, **arguments)
             current.links.extend(links_for(result))
-            return returned.validate_python(safe(result))
+            return returned.validate_python(as_data(result))
         except ToolError:
             raise
         except Exception as exc:

@@ -14,22 +14,15 @@ with a reference only.
 from __future__ import annotations
 
 import json
-import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-from mcp.shared.exceptions import MCPError
-from pydantic import ValidationError
-from pydantic_core import to_jsonable_python
-
-from mcp_server.errors import tool_error
-from mcp_server.records import Detail, deal_detail, lead_detail, organization_detail, person_detail
+from mcp_server.errors import resource_error
+from mcp_server.records import deal_detail, lead_detail, organization_detail, person_detail
 from mcp_server.registry import PrincipalSource
-from mcp_server.safety import clean, fit_record
-from services.kernel.errors import Invalid, NotFound, ServiceError
+from mcp_server.safety import as_data
+from services.kernel.errors import Invalid
 from services.kernel.principal import Principal
 from services.kernel.uow import Database, UnitOfWork
 from services.pipelines import service as pipelines
@@ -37,8 +30,6 @@ from services.users import service as users
 
 if TYPE_CHECKING:
     from mcp_server.server import CrmServer
-
-log = logging.getLogger("pipecd.mcp")
 
 JSON = "application/json"
 
@@ -60,50 +51,20 @@ def record_id(value: str, field: str) -> UUID:
         raise Invalid(NOT_AN_ID, field=field) from None
 
 
-def data(value: Any) -> Any:
-    """Service results as plain JSON data with their text cleaned."""
-    return clean(to_jsonable_python(value))
-
-
-def as_record(detail: Detail) -> dict[str, Any]:
-    """A record with its relations as cleaned JSON data within the size budget."""
-    return fit_record(data(detail), *detail.TRIMMABLE)
-
-
 async def deal_record(uow: UnitOfWork, deal_id: UUID) -> dict[str, Any]:
-    return as_record(await deal_detail(uow, deal_id))
+    return as_data(await deal_detail(uow, deal_id))
 
 
 async def person_record(uow: UnitOfWork, person_id: UUID) -> dict[str, Any]:
-    return as_record(await person_detail(uow, person_id))
+    return as_data(await person_detail(uow, person_id))
 
 
 async def organization_record(uow: UnitOfWork, organization_id: UUID) -> dict[str, Any]:
-    return as_record(await organization_detail(uow, organization_id))
+    return as_data(await organization_detail(uow, organization_id))
 
 
 async def lead_record(uow: UnitOfWork, lead_id: UUID) -> dict[str, Any]:
-    return as_record(await lead_detail(uow, lead_id))
-
-
-def error_message(error: Exception, caller: Principal | None, where: str) -> str:
-    """The tool-style message (`[kind] ...`) for an error raised while serving a resource or prompt; an
-    unexpected one is logged with a reference and answered with the reference only."""
-    if isinstance(error, ServiceError | ValidationError):
-        return str(tool_error(error, caller))
-    reference = uuid.uuid4().hex[:12]
-    log.error("unexpected error in an MCP %s, ref=%s", where, reference, exc_info=error)
-    return f"[internal] internal error, ref={reference}"
-
-
-def resource_error(error: Exception, caller: Principal | None) -> Exception:
-    """What the client sees: a missing, hidden or malformed record as resource-not-found (invalid params)."""
-    if isinstance(error, MCPError | ResourceError):
-        return error
-    message = error_message(error, caller, "resource")
-    if isinstance(error, NotFound | Invalid | ValidationError):
-        return ResourceNotFoundError(message)
-    return ResourceError(message)
+    return as_data(await lead_detail(uow, lead_id))
 
 
 def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None:
@@ -162,7 +123,7 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
     )
     async def all_pipelines() -> str:
         async def build(uow: UnitOfWork) -> Any:
-            return {"pipelines": data(await pipelines.list(uow))}
+            return {"pipelines": as_data(await pipelines.list(uow))}
 
         return await read(build)
 
@@ -173,6 +134,6 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
     )
     async def me() -> str:
         async def build(uow: UnitOfWork) -> Any:
-            return data(await users.whoami(uow))
+            return as_data(await users.whoami(uow))
 
         return await read(build)

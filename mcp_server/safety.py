@@ -15,7 +15,9 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import Field
+from pydantic_core import to_jsonable_python
 
+from mcp_server.records import Detail
 from services.kernel.pagination import Page, encode_cursor
 
 MAX_TEXT = 4_000  # characters of one string value
@@ -50,6 +52,17 @@ def clean(value: Any) -> Any:
     if isinstance(value, dict):
         return {clean_text(str(key), 200): clean(item) for key, item in value.items()}
     return value
+
+
+def as_data(result: Any) -> Any:
+    """A service result as plain JSON data with its text cleaned, and a page (or a record's related records) fitted
+    to the size budget."""
+    data = clean(to_jsonable_python(result))
+    if isinstance(result, Page):
+        return fit_page(data)
+    if isinstance(result, Detail):
+        return fit_record(data, *result.TRIMMABLE)
+    return data
 
 
 def size(data: Any) -> int:
