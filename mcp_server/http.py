@@ -8,8 +8,7 @@ protected resource metadata at `/.well-known/oauth-protected-resource/mcp` namin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from mcp.server.auth.settings import AuthSettings
@@ -41,13 +40,7 @@ class Mounted:
 
     def running(self) -> AbstractAsyncContextManager[None]:
         """Enter in the app's lifespan: the session manager runs the MCP sessions."""
-        return _running(self.server)
-
-
-@asynccontextmanager
-async def _running(server: CrmServer) -> AsyncIterator[None]:
-    async with server.session_manager.run():
-        yield
+        return self.server.session_manager.run()
 
 
 def build(db: Database, authenticate: Authenticate, options: HttpOptions) -> Mounted:
