@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +16,7 @@ from services.kernel.errors import Conflict, Invalid
 from services.kernel.pagination import Page, PageRequest
 from services.kernel.permissions import Perm, requires
 from services.kernel.schemas import filter_conditions, text_condition
-from services.kernel.uow import Row, UnitOfWork
+from services.kernel.uow import Row, UnitOfWork, require_found
 from services.leads.schemas import (
     ConversionResult,
     Lead,
@@ -226,11 +225,11 @@ async def convert(uow: UnitOfWork, lead_id: UUID, options: LeadConversion | None
     moved = await uow.one(
         "select notes_moved, activities_moved from private.move_lead_attachments(%s, %s)", [lead_id, deal.id]
     )
-    changes = {
-        "status": LeadStatus.CONVERTED.value, "converted_deal_id": deal.id, "converted_at": datetime.now(UTC),
-        "person_id": person_id, "organization_id": organization_id,
-    }
-    after = await _apply(uow, lead, changes, "lead.convert", None)
+    # Only the database's conversion function may mark a lead converted (a signed-in user cannot set those
+    # columns); it also links the lead to the deal's person and organization.
+    row = await uow.one("select * from private.mark_lead_converted(%s, %s)", [lead_id, deal.id])
+    after = _lead(require_found(row, "lead", lead_id))
+    await uow.audit("lead.convert", "lead", lead_id, before=lead.model_dump(), after=after.model_dump())
     uow.emit(
         "crm/lead.converted", lead_id=lead_id, deal_id=deal.id, person_id=person_id,
         organization_id=organization_id, notes_moved=moved["notes_moved"] if moved else 0,
