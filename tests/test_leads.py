@@ -201,7 +201,10 @@ async def test_conversion_creates_contacts_and_deal_moves_everything_and_marks_l
     assert (converted.person_id, converted.organization_id) == (deal.person_id, deal.organization_id)
     assert lead_row(admin, lead.id) == ("converted", deal.id, 2)
 
-    assert audit_operations(admin) == ["person.create", "organization.create", "deal.create", "lead.convert"]
+    assert audit_operations(admin) == [
+        "person.create", "organization.create", "deal.create", "note.move_to_deal", "activity.move_to_deal",
+        "lead.convert",
+    ]
     emitted = dict(events(admin))
     assert sorted(emitted) == [
         "crm/deal.created", "crm/lead.converted", "crm/organization.created", "crm/person.created"]
