@@ -263,6 +263,18 @@ def test_the_system_may_emit_every_known_event_with_no_actor(app_url, company, a
     ]
 
 
+def test_a_service_role_claim_does_not_make_a_signed_in_session_the_system(app_url, admin):
+    with pytest.raises(InsufficientPrivilege, match="bookkeeping needs a signed-in actor"):
+        with psycopg.connect(app_url) as conn, conn.transaction():
+            conn.execute(
+                "select set_config('request.jwt.claims', '{\"role\": \"service_role\"}', true),"
+                " set_config('role', 'authenticated', true), set_config('pipecd.channel', 'cli', true)"
+            )
+            emit(conn, ("crm/user.role_granted", {"user_id": str(DEAL), "role": "admin"}))
+
+    assert counts(admin, *BOOKKEEPING) == NOTHING
+
+
 def test_anonymous_sessions_write_no_bookkeeping(app_url, admin):
     with pytest.raises(InsufficientPrivilege, match="permission denied for schema private"):
         with psycopg.connect(app_url) as conn, conn.transaction():

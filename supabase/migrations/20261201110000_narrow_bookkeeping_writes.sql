@@ -136,12 +136,23 @@ begin
 end
 $$;
 
+-- Whether the transaction runs as the system: the session really switched to `service_role` (the role setting,
+-- which a definer function still sees as the caller's; a claim alone does not make a session the system).
+create function private.bookkeeping_by_system() returns boolean
+language sql stable set search_path = ''
+as $$
+  select current_setting('role', true) = 'service_role'
+$$;
+
 -- The actor of the current transaction: the signed-in user, or null for the system; anyone else is refused.
 create function private.bookkeeping_actor() returns uuid
 language plpgsql stable set search_path = ''
 as $$
 begin
-  if auth.uid() is null and auth.role() is distinct from 'service_role' then
+  if private.bookkeeping_by_system() then
+    return null;
+  end if;
+  if auth.uid() is null then
     raise exception 'bookkeeping needs a signed-in actor' using errcode = '42501';
   end if;
   return auth.uid();
@@ -221,7 +232,7 @@ begin
       raise exception 'audit operation % is on entity type %, not %',
         append_audit.operation, needed_entity, left(append_audit.entity_type, 60) using errcode = '22023';
     end if;
-    if auth.role() is distinct from 'service_role' then
+    if not private.bookkeeping_by_system() then
       if not private.has_permission(needed) then
         raise exception 'missing permission % for audit operation %', needed, append_audit.operation
           using errcode = '42501';
@@ -281,7 +292,7 @@ begin
     if not found then
       raise exception 'unknown event %', event_name using errcode = '22023';
     end if;
-    if auth.role() is distinct from 'service_role' then
+    if not private.bookkeeping_by_system() then
       if not private.has_permission(needed) then
         raise exception 'missing permission % for event %', needed, event_name using errcode = '42501';
       end if;
@@ -311,5 +322,7 @@ $$;
 revoke all on function private.emit_events(jsonb) from public;
 grant execute on function private.emit_events(jsonb) to authenticated, service_role;
 
-revoke all on function private.bookkeeping_channel(), private.bookkeeping_actor() from public;
-grant execute on function private.bookkeeping_channel(), private.bookkeeping_actor() to authenticated, service_role;
+revoke all on function private.bookkeeping_channel(), private.bookkeeping_actor(), private.bookkeeping_by_system()
+  from public;
+grant execute on function private.bookkeeping_channel(), private.bookkeeping_actor(), private.bookkeeping_by_system()
+  to authenticated, service_role;
