@@ -535,7 +535,8 @@ STATEMENTS = [
     " p.id = auth.uid()",
     "COMMIT",
     "BEGIN",
-    "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true)",
+    "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
+    " set_config('pipecd.channel', %s, true)",
     "select count(*) as n from public.deals t left join public.stages s on s.id = t.stage_id where true",
     "select t.*, s.win_probability as stage_probability from public.deals t left join public.stages s on s.id ="
     " t.stage_id where true and true order by t.created_at desc, t.id desc limit %s",

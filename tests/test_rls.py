@@ -266,8 +266,9 @@ def test_audit_rows_come_only_through_append_audit_with_the_caller_as_actor(app_
     entity_id = UUID(int=7)
 
     with session(app_url, bob) as conn:
+        conn.execute("select set_config('pipecd.channel', 'mcp', true)")
         conn.execute(
-            "select private.append_audit('mcp', 'deal.update', 'deal', %s, '{\"after\": {\"title\": \"y\"}}')",
+            "select private.append_audit('deal.update', 'deal', %s, '{\"after\": {\"title\": \"y\"}}')",
             [entity_id],
         )
 

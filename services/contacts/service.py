@@ -98,7 +98,7 @@ async def create_organization(
     org = _org(await records.insert(uow, "organizations", values))
     await idempotency.complete(uow, idempotency_key, org.id)
     await uow.audit("organization.create", "organization", org.id, after=org.model_dump())
-    uow.emit("crm/organization.created", organization_id=org.id, owner_id=org.owner_id, name=org.name)
+    uow.emit("crm/organization.created", organization_id=org.id, owner_id=org.owner_id)
     return org
 
 
@@ -214,7 +214,7 @@ async def create_person(
     person = _person(await records.insert(uow, "persons", values))
     await idempotency.complete(uow, idempotency_key, person.id)
     await uow.audit("person.create", "person", person.id, after=person.model_dump())
-    uow.emit("crm/person.created", person_id=person.id, owner_id=person.owner_id, name=person.name)
+    uow.emit("crm/person.created", person_id=person.id, owner_id=person.owner_id)
     return person
 
 

@@ -252,7 +252,7 @@ async def mark_lost(
         raise Conflict(f"deal {deal_id} is already lost")
     changes = {"status": "lost", "lost_at": _now(), "lost_reason": reason.strip()[:1000], "won_at": None}
     after = await _apply(uow, before, changes, "deal.mark_lost", expected_version)
-    uow.emit("crm/deal.lost", deal_id=deal_id, owner_id=after.owner_id, reason=after.lost_reason)
+    uow.emit("crm/deal.lost", deal_id=deal_id, owner_id=after.owner_id)
     return after
 
 

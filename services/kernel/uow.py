@@ -82,24 +82,21 @@ class UnitOfWork:
         before: Mapping[str, Any] | None = None,
         after: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append an audit row with the changed fields' before/after values."""
+        """Append an audit row with the changed fields' before/after values. The database function fixes the
+        actor, the time and the channel, and refuses an operation the caller's permissions do not produce."""
         diff = audit_diff(before, after)
         await self.execute(
-            "select private.append_audit(%s, %s, %s, %s, %s)",
-            [self.principal.channel.value, operation, entity_type, entity_id, Jsonb(diff)],
+            "select private.append_audit(%s, %s, %s, %s)", [operation, entity_type, entity_id, Jsonb(diff)]
         )
 
     async def _flush_events(self) -> None:
+        """Write the pending events in one round trip, through the database function that fixes the actor, the
+        time and the channel and refuses events the caller's permissions do not produce."""
         if not self.events:
             return
-        async with self.conn.cursor() as cur:
-            await cur.executemany(
-                "insert into public.outbox (name, data, actor_id, channel) values (%s, %s, %s, %s)",
-                [
-                    (e.name, Jsonb(e.data), self.principal.user_id, self.principal.channel.value)
-                    for e in self.events
-                ],
-            )
+        await self.execute(
+            "select private.emit_events(%s)", [Jsonb([{"name": e.name, "data": e.data} for e in self.events])]
+        )
         self.events.clear()
 
 
@@ -185,8 +182,9 @@ class Database:
             try:
                 async with conn.transaction():
                     await conn.execute(
-                        "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true)",
-                        [json.dumps(principal.claims()), role],
+                        "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
+                        " set_config('pipecd.channel', %s, true)",
+                        [json.dumps(principal.claims()), role, principal.channel.value],
                     )
                     uow = UnitOfWork(conn, principal)
                     yield uow

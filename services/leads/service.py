@@ -88,7 +88,7 @@ async def create(uow: UnitOfWork, data: LeadCreate, *, idempotency_key: str | No
     lead = _lead(await records.insert(uow, "leads", values))
     await idempotency.complete(uow, idempotency_key, lead.id)
     await uow.audit("lead.create", "lead", lead.id, after=lead.model_dump())
-    uow.emit("crm/lead.created", lead_id=lead.id, owner_id=lead.owner_id, source=lead.source)
+    uow.emit("crm/lead.created", lead_id=lead.id, owner_id=lead.owner_id)
     return lead
 
 

@@ -110,7 +110,7 @@ async def create(uow: UnitOfWork, data: PipelineCreate) -> Pipeline:
         )
     pipeline = await _fetch(uow, row["id"])
     await uow.audit("pipeline.create", "pipeline", pipeline.id, after=pipeline.model_dump())
-    uow.emit("crm/pipeline.created", pipeline_id=pipeline.id, name=pipeline.name)
+    uow.emit("crm/pipeline.created", pipeline_id=pipeline.id)
     return pipeline
 
 

@@ -153,7 +153,7 @@ async def create_team(uow: UnitOfWork, data: TeamCreate) -> Team:
     )
     team = await _fetch_team(uow, row["id"])
     await uow.audit("team.create", "team", team.id, after=team.model_dump())
-    uow.emit("crm/team.created", team_id=team.id, name=team.name)
+    uow.emit("crm/team.created", team_id=team.id)
     return team
 
 
