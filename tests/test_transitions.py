@@ -312,3 +312,51 @@ async def test_an_update_that_changes_one_value_of_several_is_written_once(actor
     assert (after.value, after.version) == (Decimal("250.00"), deal.version + 1)
     assert audit_operations(admin) == ["deal.update"]
     assert events(admin) == [("crm/deal.updated", {"deal_id": str(deal.id), "fields": ["title", "value"]})]
+
+
+# What MCP clients are told --------------------------------------------------------------------------------
+
+IDEMPOTENT_WRITE_TOOLS = [
+    "update_deal", "move_deal_stage", "mark_deal_won", "mark_deal_lost", "update_contact", "convert_lead",
+    "complete_activity", "delete_record",
+]
+
+
+def test_idempotent_hint_is_set_exactly_on_the_tools_a_repeat_leaves_as_they_are():
+    from mcp_server.tools import TOOLS
+
+    writes = {t.name: t.annotations.idempotent_hint for t in TOOLS if not t.annotations.read_only_hint}
+    assert writes == {
+        "create_deal": False, "create_person": False, "create_organization": False, "create_lead": False,
+        "log_activity": False, "add_note": False,  # a repeat without an idempotency key makes a twin
+        **dict.fromkeys(IDEMPOTENT_WRITE_TOOLS, True),
+    }
+    assert all(t.annotations.idempotent_hint for t in TOOLS if t.annotations.read_only_hint)
+
+
+async def test_repeating_an_idempotent_tool_call_succeeds_and_writes_nothing_more(db, actors, company, admin):
+    from test_mcp_tools import client_for, written
+
+    async with actors.uow("bob") as uow:
+        deal = await deals.create(uow, DealCreate(title="Repeat"))
+        other = await deals.create(uow, DealCreate(title="Repeat too"))
+        person = await contacts.create_person(uow, PersonCreate(first_name="Ada"))
+        lead = await leads.create(uow, LeadCreate(title="Repeat"))
+        activity = await activities.create(uow, ActivityCreate(subject="Repeat"))
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("update_deal", {"deal_id": str(deal.id), "title": "Repeated", "value": "10"}),
+        ("move_deal_stage", {"deal_id": str(deal.id), "stage_id": str(company.sales_stage_ids[2])}),
+        ("mark_deal_won", {"deal_id": str(deal.id)}),
+        ("mark_deal_lost", {"deal_id": str(other.id), "reason": "No budget"}),
+        ("update_contact", {"contact_type": "person", "contact_id": str(person.id), "last_name": "Lovelace"}),
+        ("convert_lead", {"lead_id": str(lead.id)}),
+        ("complete_activity", {"activity_id": str(activity.id)}),
+    ]
+    async with client_for(db, company, "bob") as client:
+        for name, arguments in calls:
+            first = await client.call_tool(name, arguments)
+            assert not first.is_error, (name, first)
+            after_first = {**written(admin), **counts(admin, "outbox")}
+            again = await client.call_tool(name, arguments)
+            assert not again.is_error, (name, again)
+            assert {**written(admin), **counts(admin, "outbox")} == after_first, name
