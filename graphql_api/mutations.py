@@ -211,7 +211,11 @@ IdempotencyKey = Annotated[
     strawberry.argument(description="Repeat a create with the same key to get the first result back, not a twin."),
 ]
 ExpectedVersion = Annotated[
-    int | None, strawberry.argument(description="Refuse with CONFLICT if the record's version is no longer this.")
+    int | None,
+    strawberry.argument(
+        description="Refuse a change with CONFLICT if the record's version is no longer this. A call that changes "
+        "nothing (the record already is as asked) returns the record whatever its version."
+    ),
 ]
 Force = Annotated[
     bool,
@@ -322,7 +326,8 @@ class Mutation:
             activity = await activities.create(uow, input.to_pydantic(), idempotency_key=idempotency_key)
         return ActivityType.from_pydantic(activity)
 
-    @strawberry.mutation(description="Change an activity's fields (fields left out stay as they are).")
+    @strawberry.mutation(description="Change an activity's fields (fields left out stay as they are). "
+                       "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
     async def update_activity(
         self, info: strawberry.Info, id: UUID, input: ActivityUpdateInput,
         expected_version: ExpectedVersion = None,
@@ -331,7 +336,8 @@ class Mutation:
             activity = await activities.update(uow, id, input.to_pydantic(), expected_version=expected_version)
         return ActivityType.from_pydantic(activity)
 
-    @strawberry.mutation(description="Mark an activity done (or, with done: false, not done again).")
+    @strawberry.mutation(description="Mark an activity done (or, with done: false, not done again). One that "
+                       "already is returns unchanged; of concurrent calls exactly one changes it.")
     async def complete_activity(
         self, info: strawberry.Info, id: UUID, done: bool = True, expected_version: ExpectedVersion = None
     ) -> ActivityType:
@@ -355,7 +361,8 @@ class Mutation:
             note = await notes.create(uow, input.to_pydantic(), idempotency_key=idempotency_key)
         return NoteType.from_pydantic(note)
 
-    @strawberry.mutation(description="Change a note's text or links (fields left out stay as they are).")
+    @strawberry.mutation(description="Change a note's text or links (fields left out stay as they are). "
+                       "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
     async def update_note(
         self, info: strawberry.Info, id: UUID, input: NoteUpdateInput, expected_version: ExpectedVersion = None
     ) -> NoteType:
@@ -379,7 +386,8 @@ class Mutation:
             lead = await leads.create(uow, input.to_pydantic(), idempotency_key=idempotency_key)
         return LeadType.from_pydantic(lead)
 
-    @strawberry.mutation(description="Change a lead's fields (fields left out stay as they are).")
+    @strawberry.mutation(description="Change a lead's fields (fields left out stay as they are). "
+                       "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
     async def update_lead(
         self, info: strawberry.Info, id: UUID, input: LeadUpdateInput, expected_version: ExpectedVersion = None
     ) -> LeadType:
@@ -387,7 +395,8 @@ class Mutation:
             lead = await leads.update(uow, id, input.to_pydantic(), expected_version=expected_version)
         return LeadType.from_pydantic(lead)
 
-    @strawberry.mutation(description="Archive a lead (out of the inbox, not deleted).")
+    @strawberry.mutation(description="Archive a lead (out of the inbox, not deleted). An archived lead returns "
+                       "unchanged; a converted one is a CONFLICT.")
     async def archive_lead(
         self, info: strawberry.Info, id: UUID, expected_version: ExpectedVersion = None
     ) -> LeadType:
@@ -395,7 +404,8 @@ class Mutation:
             lead = await leads.archive(uow, id, expected_version=expected_version)
         return LeadType.from_pydantic(lead)
 
-    @strawberry.mutation(description="Bring an archived lead back to the inbox.")
+    @strawberry.mutation(description="Bring an archived lead back to the inbox. An open lead returns unchanged; a "
+                       "converted one is a CONFLICT.")
     async def unarchive_lead(
         self, info: strawberry.Info, id: UUID, expected_version: ExpectedVersion = None
     ) -> LeadType:
@@ -432,7 +442,8 @@ class Mutation:
             )
         return PersonType.from_pydantic(person)
 
-    @strawberry.mutation(description="Change a person's fields (fields left out stay as they are).")
+    @strawberry.mutation(description="Change a person's fields (fields left out stay as they are). "
+                       "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
     async def update_person(
         self, info: strawberry.Info, id: UUID, input: PersonUpdateInput, expected_version: ExpectedVersion = None
     ) -> PersonType:
@@ -458,7 +469,8 @@ class Mutation:
             )
         return OrganizationType.from_pydantic(organization)
 
-    @strawberry.mutation(description="Change an organization's fields (fields left out stay as they are).")
+    @strawberry.mutation(description="Change an organization's fields (fields left out stay as they are). "
+                       "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
     async def update_organization(
         self, info: strawberry.Info, id: UUID, input: OrganizationUpdateInput,
         expected_version: ExpectedVersion = None,
@@ -487,7 +499,8 @@ class Mutation:
         return DealType.from_pydantic(deal)
 
     @strawberry.mutation(description="Change a deal's fields (stage and status have their own mutations; fields "
-                         "left out stay as they are).")
+                         "left out stay as they are). Values equal to the current ones change nothing: no new "
+                         "version, no audit entry, no event.")
     async def update_deal(
         self, info: strawberry.Info, id: UUID, input: DealUpdateInput,
         expected_version: ExpectedVersion = None,
@@ -496,7 +509,8 @@ class Mutation:
             deal = await deals.update(uow, id, input.to_pydantic(), expected_version=expected_version)
         return DealType.from_pydantic(deal)
 
-    @strawberry.mutation(description="Move a deal to a stage (of another pipeline too, when pipelineId names it).")
+    @strawberry.mutation(description="Move a deal to a stage (of another pipeline too, when pipelineId names it). "
+                       "A deal already in that stage returns unchanged.")
     async def move_deal_to_stage(
         self, info: strawberry.Info, id: UUID, stage_id: UUID, pipeline_id: UUID | None = None,
         expected_version: ExpectedVersion = None,
@@ -507,7 +521,8 @@ class Mutation:
             )
         return DealType.from_pydantic(deal)
 
-    @strawberry.mutation(description="Mark a deal won.")
+    @strawberry.mutation(description="Mark a deal won. A won deal returns unchanged (nothing is written); of "
+                       "concurrent calls exactly one wins the deal, the others get the won deal.")
     async def mark_deal_won(
         self, info: strawberry.Info, id: UUID, expected_version: ExpectedVersion = None
     ) -> DealType:
@@ -515,7 +530,9 @@ class Mutation:
             deal = await deals.mark_won(uow, id, expected_version=expected_version)
         return DealType.from_pydantic(deal)
 
-    @strawberry.mutation(description="Mark a deal lost; the reason is required.")
+    @strawberry.mutation(description="Mark a deal lost; the reason is required. A lost deal returns unchanged, with "
+                       "the reason recorded when it was lost (to record another, reopen it and mark it lost again); "
+                       "of concurrent calls exactly one loses the deal.")
     async def mark_deal_lost(
         self, info: strawberry.Info, id: UUID, reason: str, expected_version: ExpectedVersion = None
     ) -> DealType:
@@ -523,7 +540,8 @@ class Mutation:
             deal = await deals.mark_lost(uow, id, reason, expected_version=expected_version)
         return DealType.from_pydantic(deal)
 
-    @strawberry.mutation(description="Reopen a won or lost deal.")
+    @strawberry.mutation(description="Reopen a won or lost deal. An open deal returns unchanged (nothing is "
+                       "written); of concurrent calls exactly one reopens it.")
     async def reopen_deal(
         self, info: strawberry.Info, id: UUID, expected_version: ExpectedVersion = None
     ) -> DealType:

@@ -245,7 +245,7 @@ async def move_deal_stage(
 
 @crm_tool(TOOLS, title="Mark a deal won", calls=deals.mark_won, idempotent=True)
 async def mark_deal_won(uow: UnitOfWork, deal_id: DealId, expected_version: ExpectedVersion = None) -> Deal:
-    """Mark a deal won (status won, with the time). Only when the user says the deal is won."""
+    """Mark a deal won, only when the user says it is. An already won deal is returned unchanged."""
     return await deals.mark_won(uow, deal_id, expected_version=expected_version)
 
 
@@ -256,7 +256,8 @@ async def mark_deal_lost(
     reason: Annotated[str, Field(min_length=1, max_length=500, description="Why it was lost, in a few words.")],
     expected_version: ExpectedVersion = None,
 ) -> Deal:
-    """Mark a deal lost. The reason is required: ask the user for it rather than inventing one."""
+    """Mark a deal lost, with the user's reason (ask; never invent one). An already lost deal is returned
+    unchanged, with its recorded reason."""
     return await deals.mark_lost(uow, deal_id, reason, expected_version=expected_version)
 
 
@@ -389,7 +390,11 @@ class ConfirmDeletion(BaseModel):
     delete: bool = Field(description="Yes, delete it.")
 
 
-@crm_tool(TOOLS, title="Delete a record", calls=deletion.delete, destructive=True, any_of=deletion.PERMISSIONS.values())
+# Idempotent: repeating a confirmed delete deletes nothing more (the record is gone; the repeat says so).
+@crm_tool(
+    TOOLS, title="Delete a record", calls=deletion.delete, destructive=True, idempotent=True,
+    any_of=deletion.PERMISSIONS.values(),
+)
 async def delete_record(
     call: Call,
     record_type: Annotated[DeletableType, Field(description="What kind of record.")],

@@ -321,16 +321,16 @@ async def test_mark_won_sets_status_and_won_at_and_emits_won(actors, admin):
     ]
 
 
-async def test_winning_a_won_deal_is_a_conflict(actors, admin):
+async def test_winning_a_won_deal_returns_it_unchanged(actors, admin):
     deal = await new_deal(actors)
     async with actors.uow("bob") as uow:
         won = await deals.mark_won(uow, deal.id)
     forget_bookkeeping(admin)
 
-    with pytest.raises(Conflict):
-        async with actors.uow("bob") as uow:
-            await deals.mark_won(uow, deal.id)
+    async with actors.uow("bob") as uow:
+        again = await deals.mark_won(uow, deal.id)
 
+    assert again == won
     assert stored(admin, deal.id, *OUTCOME) == ("won", won.won_at, None, None, 2)
     assert counts(admin, "audit_log", "outbox") == {"audit_log": 0, "outbox": 0}
 
@@ -387,14 +387,14 @@ async def test_reopen_clears_the_outcome(actors, admin, close):
     assert events(admin) == [("crm/deal.reopened", {"deal_id": str(deal.id), "previous_status": close})]
 
 
-async def test_reopening_an_open_deal_is_a_conflict(actors, admin):
+async def test_reopening_an_open_deal_returns_it_unchanged(actors, admin):
     deal = await new_deal(actors)
     forget_bookkeeping(admin)
 
-    with pytest.raises(Conflict):
-        async with actors.uow("bob") as uow:
-            await deals.reopen(uow, deal.id)
+    async with actors.uow("bob") as uow:
+        again = await deals.reopen(uow, deal.id)
 
+    assert again == deal
     assert counts(admin, "audit_log", "outbox") == {"audit_log": 0, "outbox": 0}
 
 

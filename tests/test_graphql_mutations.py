@@ -910,8 +910,6 @@ async def test_a_create_that_looks_like_a_visible_record_is_a_conflict_naming_it
 @pytest.mark.parametrize(
     ("name", "variables", "who", "message"),
     [
-        ("markDealWon", lambda w: {"id": w.won_deal}, "bob", "deal {won_deal} is already won"),
-        ("reopenDeal", lambda w: {"id": w.deal}, "bob", "deal {deal} is already open"),
         ("convertLead", lambda w: {"id": w.archived_lead}, "bob",
          "lead {archived_lead} is archived; unarchive it before converting"),
         ("deletePipeline", lambda w: {"id": w.sales}, "alice",
@@ -920,7 +918,7 @@ async def test_a_create_that_looks_like_a_visible_record_is_a_conflict_naming_it
          " ({hiring})"),
         ("createTeam", lambda w: {"name": "east"}, "alice", "team 'east' already exists ({east})"),
     ],
-    ids=["win-won-deal", "reopen-open-deal", "convert-archived-lead",
+    ids=["convert-archived-lead",
          "delete-pipeline-with-deals", "duplicate-pipeline-name", "duplicate-team-name"],
 )
 async def test_a_change_the_current_state_does_not_allow_is_a_conflict(api, world, admin, name, variables, who,
@@ -932,6 +930,23 @@ async def test_a_change_the_current_state_does_not_allow_is_a_conflict(api, worl
 
     names = {**vars(world), "east": world.teams["East"]}
     assert refusal(body, case) == (message.format(**names), {"code": "CONFLICT"})
+    assert database_state(admin) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "variables", "status"),
+    [("markDealWon", lambda w: {"id": w.won_deal}, "WON"), ("reopenDeal", lambda w: {"id": w.deal}, "OPEN")],
+    ids=["win-won-deal", "reopen-open-deal"],
+)
+async def test_a_transition_to_the_current_state_returns_the_record_and_writes_nothing(api, world, admin, name,
+                                                                                       variables, status):
+    case = CASE[name]
+    before = database_state(admin)
+
+    body = await run(api, case, variables(world), "bob")
+
+    assert "errors" not in body, body
+    assert (body["data"][name]["id"], body["data"][name]["status"]) == (variables(world)["id"], status)
     assert database_state(admin) == before
 
 

@@ -22,9 +22,8 @@ def _activity(row: Row) -> Activity:
 
 
 async def _fetch_for_change(uow: UnitOfWork, activity_id: UUID) -> Activity:
-    activity = _activity(await records.fetch(uow, "activities", "activity", activity_id))
-    await records.ensure_can_change(uow, "activity", activity_id, activity.owner_id)
-    return activity
+    """The activity, locked for this transaction (see records.fetch_for_change)."""
+    return _activity(await records.fetch_for_change(uow, "activities", "activity", activity_id))
 
 
 @requires(Perm.ACTIVITIES_READ)
@@ -100,8 +99,11 @@ async def create(uow: UnitOfWork, data: ActivityCreate, *, idempotency_key: str 
 
 async def _apply(
     uow: UnitOfWork, before: Activity, changes: dict[str, Any], operation: str, expected_version: int | None
-) -> Activity:
+) -> Activity | None:
+    """The changed activity, audited; None when `changes` change nothing (then nothing is written or emitted)."""
     row = await records.update(uow, "activities", "activity", before.id, changes, expected_version=expected_version)
+    if row is None:
+        return None
     after = _activity(row)
     await uow.audit(operation, "activity", before.id, before=before.model_dump(), after=after.model_dump())
     return after
@@ -121,6 +123,8 @@ async def update(
     _check_schedule(changes.get("due_date", before.due_date), changes.get("due_time", before.due_time))
     await check_links(uow, {k: v for k, v in changes.items() if k in LINK_TABLES})
     after = await _apply(uow, before, changes, "activity.update", expected_version)
+    if after is None:
+        return before
     uow.emit("crm/activity.updated", activity_id=activity_id, fields=sorted(changes))
     return after
 
@@ -129,13 +133,15 @@ async def update(
 async def complete(
     uow: UnitOfWork, activity_id: UUID, *, done: bool = True, expected_version: int | None = None
 ) -> Activity:
-    """Mark an activity done (or, with done=False, not done again). Repeating it changes nothing."""
+    """Mark an activity done (or, with done=False, not done again). An activity already so is returned as it is
+    (nothing written), whatever `expected_version` says: of concurrent calls exactly one changes it."""
     before = await _fetch_for_change(uow, activity_id)
     if before.done == done:
         return before
     changes = {"done": done, "done_at": datetime.now(UTC) if done else None}
     after = await _apply(uow, before, changes, "activity.complete" if done else "activity.reopen",
                          expected_version)
+    assert after is not None  # `done` changes
     uow.emit("crm/activity.completed" if done else "crm/activity.reopened", activity_id=activity_id,
              owner_id=after.owner_id, deal_id=after.deal_id)
     return after

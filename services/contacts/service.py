@@ -106,8 +106,7 @@ async def create_organization(
 async def update_organization(
     uow: UnitOfWork, organization_id: UUID, data: OrganizationUpdate, *, expected_version: int | None = None
 ) -> Organization:
-    before = _org(await records.fetch(uow, "organizations", "organization", organization_id))
-    await records.ensure_can_change(uow, "organization", organization_id, before.owner_id)
+    before = _org(await records.fetch_for_change(uow, "organizations", "organization", organization_id))
     changes = data.model_dump(exclude_unset=True)
     if changes.get("owner_id"):
         await records.ensure_can_own(uow, "organization", changes["owner_id"])
@@ -118,6 +117,8 @@ async def update_organization(
     row = await records.update(
         uow, "organizations", "organization", organization_id, changes, expected_version=expected_version
     )
+    if row is None:
+        return before
     after = _org(row)
     await uow.audit(
         "organization.update", "organization", organization_id, before=before.model_dump(), after=after.model_dump()
@@ -222,8 +223,7 @@ async def create_person(
 async def update_person(
     uow: UnitOfWork, person_id: UUID, data: PersonUpdate, *, expected_version: int | None = None
 ) -> Person:
-    before = _person(await records.fetch(uow, "persons", "person", person_id))
-    await records.ensure_can_change(uow, "person", person_id, before.owner_id)
+    before = _person(await records.fetch_for_change(uow, "persons", "person", person_id))
     changes = data.model_dump(exclude_unset=True)
     if changes.get("owner_id"):
         await records.ensure_can_own(uow, "person", changes["owner_id"])
@@ -236,6 +236,8 @@ async def update_person(
     if not (first or last):
         raise Invalid("a person needs a first or last name", field="first_name")
     row = await records.update(uow, "persons", "person", person_id, changes, expected_version=expected_version)
+    if row is None:
+        return before
     after = _person(row)
     await uow.audit("person.update", "person", person_id, before=before.model_dump(), after=after.model_dump())
     uow.emit("crm/person.updated", person_id=person_id, fields=sorted(data.model_fields_set))

@@ -11,7 +11,7 @@ from uuid import UUID
 from services.deals.schemas import Deal, DealCreate, DealFilter, DealStatus, DealUpdate, StageChange
 from services.kernel import idempotency, records
 from services.kernel.attachments import check_links
-from services.kernel.errors import Conflict, Invalid, NotFound
+from services.kernel.errors import Invalid, NotFound
 from services.kernel.pagination import Page, PageRequest
 from services.kernel.permissions import Perm, requires
 from services.kernel.schemas import filter_conditions, text_condition
@@ -43,9 +43,9 @@ async def _fetch(uow: UnitOfWork, deal_id: UUID) -> Deal:
 
 
 async def _fetch_for_change(uow: UnitOfWork, deal_id: UUID) -> Deal:
-    deal = await _fetch(uow, deal_id)
-    await records.ensure_can_change(uow, "deal", deal_id, deal.owner_id)
-    return deal
+    """The deal, locked for this transaction (see records.fetch_for_change), as it is once the lock is held."""
+    await records.fetch_for_change(uow, "deals", "deal", deal_id)
+    return await _fetch(uow, deal_id)
 
 
 @requires(Perm.DEALS_READ)
@@ -168,8 +168,10 @@ async def create(uow: UnitOfWork, data: DealCreate, *, idempotency_key: str | No
 
 async def _apply(
     uow: UnitOfWork, before: Deal, changes: dict[str, Any], operation: str, expected_version: int | None
-) -> Deal:
-    await records.update(uow, "deals", "deal", before.id, changes, expected_version=expected_version)
+) -> Deal | None:
+    """The changed deal, audited; None when `changes` change nothing (then nothing is written or emitted)."""
+    if await records.update(uow, "deals", "deal", before.id, changes, expected_version=expected_version) is None:
+        return None
     after = await _fetch(uow, before.id)
     await uow.audit(operation, "deal", before.id, before=before.model_dump(), after=after.model_dump())
     return after
@@ -189,6 +191,8 @@ async def update(
         await records.ensure_can_own(uow, "deal", changes["owner_id"])
     await check_links(uow, {k: changes.get(k) for k in ("person_id", "organization_id")})
     after = await _apply(uow, before, changes, "deal.update", expected_version)
+    if after is None:
+        return before
     uow.emit("crm/deal.updated", deal_id=deal_id, fields=sorted(changes))
     if "owner_id" in changes and changes["owner_id"] != before.owner_id:
         uow.emit("crm/deal.owner_changed", deal_id=deal_id, from_owner_id=before.owner_id,
@@ -221,6 +225,8 @@ async def move_stage(
         return before
     changes = {"stage_id": stage_id, "pipeline_id": target_pipeline}
     after = await _apply(uow, before, changes, "deal.move_stage", expected_version)
+    if after is None:
+        return before
     await _record_stage_change(uow, deal_id, before.stage_id, stage_id)
     uow.emit(
         "crm/deal.stage_changed", deal_id=deal_id, from_stage_id=before.stage_id, to_stage_id=stage_id,
@@ -231,11 +237,14 @@ async def move_stage(
 
 @requires(Perm.DEALS_WRITE)
 async def mark_won(uow: UnitOfWork, deal_id: UUID, *, expected_version: int | None = None) -> Deal:
+    """Mark a deal won. A won deal is returned as it is (nothing written), whatever `expected_version` says:
+    of concurrent calls exactly one wins the deal, the others get the won deal."""
     before = await _fetch_for_change(uow, deal_id)
     if before.status is DealStatus.WON:
-        raise Conflict(f"deal {deal_id} is already won")
+        return before
     changes = {"status": "won", "won_at": _now(), "lost_at": None, "lost_reason": None}
     after = await _apply(uow, before, changes, "deal.mark_won", expected_version)
+    assert after is not None  # the status changes
     uow.emit("crm/deal.won", deal_id=deal_id, owner_id=after.owner_id, value=after.value, currency=after.currency)
     return after
 
@@ -244,25 +253,31 @@ async def mark_won(uow: UnitOfWork, deal_id: UUID, *, expected_version: int | No
 async def mark_lost(
     uow: UnitOfWork, deal_id: UUID, reason: str, *, expected_version: int | None = None
 ) -> Deal:
-    """Mark a deal lost; the reason is required."""
+    """Mark a deal lost; the reason is required. A lost deal is returned as it is, with the reason recorded when
+    it was lost, even if this call gives another one: the reason belongs to that loss (to record another, reopen
+    the deal and mark it lost again).
+    Of concurrent calls exactly one loses the deal, the others get the lost deal."""
     if not reason or not reason.strip():
         raise Invalid("a reason is required to mark a deal lost", field="reason")
     before = await _fetch_for_change(uow, deal_id)
     if before.status is DealStatus.LOST:
-        raise Conflict(f"deal {deal_id} is already lost")
+        return before
     changes = {"status": "lost", "lost_at": _now(), "lost_reason": reason.strip()[:1000], "won_at": None}
     after = await _apply(uow, before, changes, "deal.mark_lost", expected_version)
+    assert after is not None  # the status changes
     uow.emit("crm/deal.lost", deal_id=deal_id, owner_id=after.owner_id)
     return after
 
 
 @requires(Perm.DEALS_WRITE)
 async def reopen(uow: UnitOfWork, deal_id: UUID, *, expected_version: int | None = None) -> Deal:
+    """Reopen a won or lost deal. An open deal is returned as it is (nothing written)."""
     before = await _fetch_for_change(uow, deal_id)
     if before.status is DealStatus.OPEN:
-        raise Conflict(f"deal {deal_id} is already open")
+        return before
     changes = {"status": "open", "won_at": None, "lost_at": None, "lost_reason": None}
     after = await _apply(uow, before, changes, "deal.reopen", expected_version)
+    assert after is not None  # the status changes
     uow.emit("crm/deal.reopened", deal_id=deal_id, previous_status=before.status)
     return after
 

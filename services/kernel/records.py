@@ -81,6 +81,34 @@ async def insert(uow: UnitOfWork, table: str, values: Mapping[str, Any]) -> Row:
     return row
 
 
+async def fetch_for_change(
+    uow: UnitOfWork, table: str, entity: str, entity_id: UUID, *, owner_column: str = "owner_id"
+) -> Row:
+    """The row, locked until this transaction ends, once the caller may change it (else NotFound/Forbidden).
+
+    Every change reads its record through here, so concurrent changes of one record take turns: the second
+    waits for the first to commit and then sees its result. That makes a state transition (win, archive,
+    complete) happen once, and the state checks and audit `before` values read under the lock are current.
+    The lock is taken only after the permission check: FOR UPDATE also applies the update policy, which would
+    hide a visible record the caller may not change (NotFound instead of Forbidden)."""
+    seen = await fetch(uow, table, entity, entity_id)
+    await ensure_can_change(uow, entity, entity_id, seen[owner_column])
+    row = await fetch(uow, table, entity, entity_id, lock=True)
+    if row[owner_column] != seen[owner_column]:  # reassigned while we waited
+        await ensure_can_change(uow, entity, entity_id, row[owner_column])
+    return row
+
+
+def differs(changes: Mapping[str, Any]) -> tuple[sql.Composable, list[Any]]:
+    """A condition true when a row's columns differ from `changes` (NULL-safe), with its parameters."""
+    if not changes:
+        return sql.SQL("false"), []
+    condition = sql.SQL(" or ").join(
+        sql.SQL("{} is distinct from %s").format(sql.Identifier(k)) for k in changes
+    )
+    return sql.SQL("({})").format(condition), list(changes.values())
+
+
 async def update(
     uow: UnitOfWork,
     table: str,
@@ -89,33 +117,44 @@ async def update(
     changes: Mapping[str, Any],
     *,
     expected_version: int | None = None,
-) -> Row:
-    """Apply `changes`; with `expected_version`, refuse with Conflict if someone else changed it first."""
-    query = sql.SQL("update {} set {} where id = %s{} returning *").format(
+) -> Row | None:
+    """Apply `changes` and return the changed row, or None when the row already holds these values: then
+    nothing is written (no version bump) and the caller writes no audit row and emits no event.
+
+    With `expected_version`, a real change is refused with Conflict if someone else changed the row first.
+    The values are compared first: a change that changes nothing succeeds whatever the version, so a retry
+    of a call that went through (with the version it read before) gets the record, not a Conflict."""
+    if_differs, differs_params = differs(changes)
+    query = sql.SQL("update {} set {} where id = %s{} and {} returning *").format(
         sql.Identifier("public", table),
         sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes)
         if changes
         else sql.SQL("version = version"),
         sql.SQL(" and version = %s") if expected_version is not None else sql.SQL(""),
+        if_differs,
     )
     params: list[Any] = [*changes.values(), entity_id]
     if expected_version is not None:
         params.append(expected_version)
-    row = await uow.one(query.as_string(), params)
-    if row is None:
-        current = await uow.one(
-            sql.SQL("select version from {} where id = %s").format(sql.Identifier("public", table)).as_string(),
-            [entity_id],
+    row = await uow.one(query.as_string(), [*params, *differs_params])
+    if row is not None:
+        return row
+    current = await uow.one(
+        sql.SQL("select version, {} as differs from {} where id = %s")
+        .format(if_differs, sql.Identifier("public", table))
+        .as_string(),
+        [*differs_params, entity_id],
+    )
+    if current is None:
+        raise NotFound(entity, entity_id)
+    if not current["differs"]:
+        return None
+    if expected_version is not None and current["version"] != expected_version:
+        raise Conflict(
+            f"{entity} {entity_id} was changed by someone else (version {current['version']},"
+            f" expected {expected_version}); reload it and try again"
         )
-        if current is None:
-            raise NotFound(entity, entity_id)
-        if expected_version is not None and current["version"] != expected_version:
-            raise Conflict(
-                f"{entity} {entity_id} was changed by someone else (version {current['version']},"
-                f" expected {expected_version}); reload it and try again"
-            )
-        raise Forbidden(f"the database refused this change to {entity} {entity_id}")
-    return row
+    raise Forbidden(f"the database refused this change to {entity} {entity_id}")
 
 
 async def delete(uow: UnitOfWork, table: str, entity: str, entity_id: UUID) -> None:

@@ -36,10 +36,9 @@ async def _fetch(uow: UnitOfWork, lead_id: UUID, *, lock: bool = False) -> Lead:
     return _lead(await records.fetch(uow, "leads", "lead", lead_id, lock=lock))
 
 
-async def _fetch_for_change(uow: UnitOfWork, lead_id: UUID, *, lock: bool = False) -> Lead:
-    lead = await _fetch(uow, lead_id, lock=lock)
-    await records.ensure_can_change(uow, "lead", lead_id, lead.owner_id)
-    return lead
+async def _fetch_for_change(uow: UnitOfWork, lead_id: UUID) -> Lead:
+    """The lead, locked for this transaction (see records.fetch_for_change)."""
+    return _lead(await records.fetch_for_change(uow, "leads", "lead", lead_id))
 
 
 @requires(Perm.LEADS_READ)
@@ -94,8 +93,11 @@ async def create(uow: UnitOfWork, data: LeadCreate, *, idempotency_key: str | No
 
 async def _apply(
     uow: UnitOfWork, before: Lead, changes: dict[str, Any], operation: str, expected_version: int | None
-) -> Lead:
+) -> Lead | None:
+    """The changed lead, audited; None when `changes` change nothing (then nothing is written or emitted)."""
     row = await records.update(uow, "leads", "lead", before.id, changes, expected_version=expected_version)
+    if row is None:
+        return None
     after = _lead(row)
     await uow.audit(operation, "lead", before.id, before=before.model_dump(), after=after.model_dump())
     return after
@@ -116,6 +118,8 @@ async def update(
         await records.ensure_can_own(uow, "lead", changes["owner_id"])
     await check_links(uow, {k: changes.get(k) for k in ("person_id", "organization_id")})
     after = await _apply(uow, before, changes, "lead.update", expected_version)
+    if after is None:
+        return before
     uow.emit("crm/lead.updated", lead_id=lead_id, fields=sorted(changes))
     return after
 
@@ -123,6 +127,9 @@ async def update(
 async def _set_status(
     uow: UnitOfWork, lead_id: UUID, status: LeadStatus, expected_version: int | None
 ) -> Lead:
+    """Archive or unarchive under the row lock: of concurrent calls one changes the lead, the others get it as
+    changed. A lead already in `status` is returned as it is (nothing written), whatever `expected_version`
+    says; a converted lead is a Conflict."""
     before = await _fetch_for_change(uow, lead_id)
     if before.status is LeadStatus.CONVERTED:
         raise Conflict(f"lead {lead_id} is converted")
@@ -130,6 +137,7 @@ async def _set_status(
         return before
     verb = "archive" if status is LeadStatus.ARCHIVED else "unarchive"
     after = await _apply(uow, before, {"status": status.value}, f"lead.{verb}", expected_version)
+    assert after is not None  # the status changes
     uow.emit(f"crm/lead.{verb}d", lead_id=lead_id)
     return after
 

@@ -21,9 +21,8 @@ def _note(row: Row) -> Note:
 
 
 async def _fetch_for_change(uow: UnitOfWork, note_id: UUID) -> Note:
-    note = _note(await records.fetch(uow, "notes", "note", note_id))
-    await records.ensure_can_change(uow, "note", note_id, note.author_id)
-    return note
+    """The note, locked for this transaction (see records.fetch_for_change); its author may change it."""
+    return _note(await records.fetch_for_change(uow, "notes", "note", note_id, owner_column="author_id"))
 
 
 @requires(Perm.NOTES_READ)
@@ -90,6 +89,8 @@ async def update(
         raise Invalid("body cannot be null", field="body")
     await check_links(uow, {k: v for k, v in changes.items() if k in LINK_TABLES})
     row = await records.update(uow, "notes", "note", note_id, changes, expected_version=expected_version)
+    if row is None:
+        return before
     after = _note(row)
     await uow.audit("note.update", "note", note_id, before=before.model_dump(), after=after.model_dump())
     uow.emit("crm/note.updated", note_id=note_id, fields=sorted(changes))

@@ -123,7 +123,10 @@ async def update(
     if "name" in changes:
         changes["name"] = changes["name"].strip()
         await _ensure_unique_name(uow, changes["name"], pipeline_id)
-    await records.update(uow, "pipelines", "pipeline", pipeline_id, changes, expected_version=expected_version)
+    if await records.update(
+        uow, "pipelines", "pipeline", pipeline_id, changes, expected_version=expected_version
+    ) is None:
+        return before
     after = await _fetch(uow, pipeline_id)
     await uow.audit("pipeline.update", "pipeline", pipeline_id, before=_plain(before), after=_plain(after))
     uow.emit("crm/pipeline.updated", pipeline_id=pipeline_id, fields=sorted(changes))
@@ -187,6 +190,8 @@ async def update_stage(
     before = _stage(await records.fetch(uow, "stages", "stage", stage_id))
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     row = await records.update(uow, "stages", "stage", stage_id, changes, expected_version=expected_version)
+    if row is None:
+        return before
     after = _stage(row)
     await uow.audit("stage.update", "stage", stage_id, before=before.model_dump(), after=after.model_dump())
     uow.emit("crm/stage.updated", stage_id=stage_id, pipeline_id=after.pipeline_id, fields=sorted(changes))

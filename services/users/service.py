@@ -6,6 +6,9 @@ import builtins
 from typing import Any
 from uuid import UUID
 
+from psycopg import sql
+
+from services.kernel import records
 from services.kernel.errors import Conflict, Forbidden, NotFound
 from services.kernel.permissions import Perm, Role, requires
 from services.kernel.uow import UnitOfWork, require_found
@@ -76,11 +79,19 @@ async def update_profile(uow: UnitOfWork, user_id: UUID, data: ProfileUpdate) ->
     changes = data.model_dump(exclude_unset=True)
     if not changes:
         return before
-    assignments = ", ".join(f"{column} = %s" for column in changes)
-    await uow.execute(
-        f"update public.user_profiles set {assignments}, updated_at = now() where id = %s",
-        [*changes.values(), user_id],
+    # Only a real change is written (and audited): the same values again change nothing.
+    if_differs, differs_params = records.differs(changes)
+    query = sql.SQL("update public.user_profiles set {}, updated_at = now() where id = %s and {}").format(
+        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes), if_differs
     )
+    if await uow.execute(query.as_string(), [*changes.values(), user_id, *differs_params]) == 0:
+        current = await uow.one(
+            sql.SQL("select {} as differs from public.user_profiles where id = %s").format(if_differs).as_string(),
+            [*differs_params, user_id],
+        )
+        if current is not None and current["differs"]:
+            raise Forbidden(f"the database refused this change to user {user_id}")
+        return before
     after = await _fetch(uow, user_id)
     await uow.audit("user.update_profile", "user", user_id, before=before.model_dump(), after=after.model_dump())
     uow.emit("crm/user.profile_updated", user_id=user_id, fields=sorted(changes))
