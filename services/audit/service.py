@@ -7,6 +7,7 @@ from uuid import UUID
 
 from services.audit.schemas import AuditEntry
 from services.kernel.errors import Invalid
+from services.kernel.inputs import text_argument
 from services.kernel.permissions import Perm, requires
 from services.kernel.uow import UnitOfWork
 
@@ -14,6 +15,7 @@ from services.kernel.uow import UnitOfWork
 @requires(Perm.AUDIT_READ)
 async def for_entity(uow: UnitOfWork, entity_type: str, entity_id: UUID, *, limit: int = 100) -> list[AuditEntry]:
     """The audit trail of one record, newest first (admins see all; managers their teams'; others their own)."""
+    entity_type = text_argument(entity_type, "entity_type")
     if not 1 <= limit <= 500:
         raise Invalid("limit must be between 1 and 500", field="limit")
     rows = await uow.all(

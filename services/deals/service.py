@@ -12,6 +12,7 @@ from services.deals.schemas import Deal, DealCreate, DealFilter, DealStatus, Dea
 from services.kernel import idempotency, records
 from services.kernel.attachments import check_links
 from services.kernel.errors import Conflict, Invalid, NotFound
+from services.kernel.inputs import text_argument
 from services.kernel.pagination import Page, PageRequest
 from services.kernel.permissions import Perm, requires
 from services.kernel.schemas import filter_conditions, text_condition
@@ -245,6 +246,7 @@ async def mark_lost(
     uow: UnitOfWork, deal_id: UUID, reason: str, *, expected_version: int | None = None
 ) -> Deal:
     """Mark a deal lost; the reason is required."""
+    reason = text_argument(reason, "reason", single_line=False)
     if not reason or not reason.strip():
         raise Invalid("a reason is required to mark a deal lost", field="reason")
     before = await _fetch_for_change(uow, deal_id)
