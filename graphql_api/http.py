@@ -78,9 +78,37 @@ class _TooLarge(Exception):
 _BATCH_REFUSED = "Batching is not enabled"
 _CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
+# How deeply a request's JSON (the body, or variables sent in a GET's query string) may nest. Our inputs nest a
+# few levels; a deep document would only exhaust the recursion of what reads it (a RecursionError, an HTTP 500).
+MAX_JSON_DEPTH = 32
+
+
+def json_depth_within(value: Any, limit: int) -> bool:
+    """Whether `value` (decoded JSON) nests no deeper than `limit` arrays and objects. Not recursive itself."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return False
+        pending.extend((child, depth + 1) for child in children)
+    return True
+
 
 class _Router(GraphQLRouter):
     """Strawberry answers the requests it refuses before executing in plain text; ours get a GraphQL body."""
+
+    def decode_json(self, data: str | bytes) -> object:
+        too_deep = HTTPException(400, f"the request's JSON nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            value = super().decode_json(data)
+        except RecursionError:
+            raise too_deep from None
+        if not json_depth_within(value, MAX_JSON_DEPTH):
+            raise too_deep
+        return value
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:

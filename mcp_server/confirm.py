@@ -34,7 +34,8 @@ class Confirmations:
         """The state the token carries; Invalid unless it was issued by this server to `user_id` for `action` on
         exactly `subject`, and has not expired."""
         body, _, signature = token.partition(".")
-        if not signature or not hmac.compare_digest(signature, self._sign(body)):
+        # Tokens are ASCII; compare_digest raises TypeError (not a mismatch) on str with any other character.
+        if not token.isascii() or not signature or not hmac.compare_digest(signature, self._sign(body)):
             raise Invalid("this confirmation is not valid; preview again to get a new one", field="confirmation")
         claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         if (claims["u"], claims["a"], claims["s"]) != (str(user_id), action, subject):

@@ -2,15 +2,16 @@
 
 Record text (names, notes, emails, lead sources) was typed by people and by other systems. Before it reaches
 a model, `clean` strips control, bidirectional-override and invisible characters (the usual ways to hide
-instructions or to make text display differently from what it says) and caps long strings. `fit_page` keeps a
-list result under a size budget by dropping whole records from its end, never cutting a value, and says so:
-`truncated: true` with a `next_cursor` that continues right after the last record kept.
+instructions or to make text display differently from what it says) and caps long strings. The stripping is
+the CRM's one cleaning function, services.kernel.text.clean_text, which also cleans text on its way in; here
+it covers whatever was stored before. `fit_page` keeps a list result under a size budget by dropping whole
+records from its end, never cutting a value, and says so: `truncated: true` with a `next_cursor` that
+continues right after the last record kept.
 """
 
 from __future__ import annotations
 
 import json
-import unicodedata
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -18,14 +19,11 @@ from pydantic import Field
 from pydantic_core import to_jsonable_python
 
 from mcp_server.records import Detail
+from services.kernel import text
 from services.kernel.pagination import Page, encode_cursor
 
 MAX_TEXT = 4_000  # characters of one string value
 MAX_RESULT = 60_000  # characters of one result's JSON: about 17k tokens, under the 20k a result may take
-
-# Line breaks and tabs are text; every other control (Cc) and format (Cf: bidi embeddings, overrides and
-# isolates, zero-width characters, word joiners, tag characters, the BOM) character is not.
-_KEEP = {"\n", "\t"}
 
 T = TypeVar("T")
 
@@ -35,8 +33,9 @@ class ToolPage(Page[T], Generic[T]):
                                                "`next_cursor` continues after the last one shown.")
 
 
-def clean_text(text: str, limit: int = MAX_TEXT) -> str:
-    kept = "".join(c for c in text if c in _KEEP or unicodedata.category(c) not in ("Cc", "Cf", "Co", "Cs"))
+def clean_text(value: str, limit: int = MAX_TEXT) -> str:
+    """Record text as a model may read it: cleaned (line breaks and tabs kept), and capped at `limit`."""
+    kept = text.clean_text(value)
     if len(kept) > limit:
         return f"{kept[:limit]}… [{len(kept) - limit} more characters]"
     return kept

@@ -4,10 +4,10 @@ from datetime import date, datetime, time
 from enum import StrEnum
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from services.kernel.attachments import Links
-from services.kernel.schemas import RecordFilter
+from services.kernel.schemas import Input, RecordFilter
 
 
 class ActivityType(StrEnum):
@@ -35,8 +35,8 @@ class Activity(Links):
     updated_at: datetime = Field(description="When it last changed.")
 
 
-class ActivityCreate(Links):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class ActivityCreate(Links, Input):
+    multiline_fields = frozenset({"note"})
 
     type: ActivityType = Field(ActivityType.TASK, description="task, call, meeting, email or deadline.")
     subject: str = Field(min_length=1, max_length=300, description="What it is about.")
@@ -48,8 +48,8 @@ class ActivityCreate(Links):
     owner_id: UUID | None = Field(None, description="Owner; default the caller.")
 
 
-class ActivityUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class ActivityUpdate(Input):
+    multiline_fields = frozenset({"note"})
 
     type: ActivityType | None = Field(None, description="New type.")
     subject: str | None = Field(None, min_length=1, max_length=300, description="New subject.")

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from services.audit.schemas import AuditEntry
 from services.kernel.errors import Invalid, NotFound
+from services.kernel.inputs import text_argument
 from services.kernel.permissions import Perm, requires
 from services.kernel.uow import UnitOfWork
 
@@ -24,6 +25,7 @@ async def for_entity(uow: UnitOfWork, entity_type: str, entity_id: UUID, *, limi
 
     Only admins read the trail of a record they cannot see, which includes a deleted one: a diff shows the
     record's fields, so for anyone else a hidden record's trail is NotFound, like the record itself."""
+    entity_type = text_argument(entity_type, "entity_type")
     if not 1 <= limit <= 500:
         raise Invalid("limit must be between 1 and 500", field="limit")
     if not uow.principal.is_admin:

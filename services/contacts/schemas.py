@@ -5,10 +5,10 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from services.kernel.records import Visibility
-from services.kernel.schemas import OwnedInput, RecordFilter
+from services.kernel.schemas import Input, OwnedInput, RecordFilter
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _LEGAL_SUFFIXES = {"inc", "incorporated", "llc", "ltd", "limited", "gmbh", "corp", "corporation", "co",
@@ -41,7 +41,8 @@ def organization_name_key(name: str) -> str:
     return " ".join(words)
 
 
-Domain = Annotated[str, AfterValidator(normalize_domain)]
+# The length bound comes before normalizing, which may turn the text into None (an empty string clears a domain).
+Domain = Annotated[str, Field(max_length=253), AfterValidator(normalize_domain)]
 
 
 class Organization(BaseModel):
@@ -57,17 +58,19 @@ class Organization(BaseModel):
 
 
 class OrganizationCreate(OwnedInput):
+    multiline_fields = frozenset({"address"})
+
     name: str = Field(min_length=1, max_length=300, description="Organization name.")
-    domain: Domain | None = Field(None, max_length=253, description="Web domain or URL (normalized to a domain).")
+    domain: Domain | None = Field(None, description="Web domain or URL (normalized to a domain).")
     address: str | None = Field(None, max_length=1000, description="Postal address.")
 
 
 
-class OrganizationUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class OrganizationUpdate(Input):
+    multiline_fields = frozenset({"address"})
 
     name: str | None = Field(None, min_length=1, max_length=300, description="New name.")
-    domain: Domain | None = Field(None, max_length=253, description="New domain; empty string clears it.")
+    domain: Domain | None = Field(None, description="New domain; empty string clears it.")
     address: str | None = Field(None, max_length=1000, description="New address.")
     owner_id: UUID | None = Field(None, description="New owner.")
     visibility: Visibility | None = Field(None, description="New visibility.")
@@ -125,9 +128,7 @@ class PersonCreate(OwnedInput):
 
 
 
-class PersonUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class PersonUpdate(Input):
     first_name: str | None = Field(None, max_length=150, description="New first name.")
     last_name: str | None = Field(None, max_length=150, description="New last name.")
     emails: Emails | None = Field(None, max_length=20, description="Replaces all email addresses.")

@@ -26,6 +26,17 @@ from services.kernel.uow import Row, UnitOfWork
 
 _ORG_COLUMNS = set(Organization.model_fields)
 _PERSON_COLUMNS = set(Person.model_fields) - {"name"}
+MAX_PERSON_NAME = 300  # the database's rule for persons.name, the first and last name joined by a space
+
+
+def _check_person_name(first_name: str, last_name: str) -> None:
+    """Each half has its own bound; the whole name has the database's."""
+    name = f"{first_name} {last_name}".strip()
+    if not name:
+        raise Invalid("a person needs a first or last name", field="first_name")
+    if len(name) > MAX_PERSON_NAME:
+        raise Invalid(f"first and last name together must be at most {MAX_PERSON_NAME} characters",
+                      field="last_name")
 
 
 def _org(row: Row) -> Organization:
@@ -198,8 +209,7 @@ async def create_person(
     instead (pass force=True to create a second one anyway)."""
     if (done := await idempotency.claim(uow, idempotency_key, "person.create")) is not None:
         return _person(await records.fetch(uow, "persons", "person", done))
-    if not (data.first_name or data.last_name):
-        raise Invalid("a person needs a first or last name", field="first_name")
+    _check_person_name(data.first_name, data.last_name)
     owner_id = data.owner_id or uow.user_id
     if owner_id is None:
         raise Invalid("owner_id is required", field="owner_id")
@@ -231,10 +241,7 @@ async def update_person(
     for column in ("first_name", "last_name", "emails", "phones"):
         if column in changes and changes[column] is None:
             raise Invalid(f"{column} cannot be null", field=column)
-    first = changes.get("first_name", before.first_name)
-    last = changes.get("last_name", before.last_name)
-    if not (first or last):
-        raise Invalid("a person needs a first or last name", field="first_name")
+    _check_person_name(changes.get("first_name", before.first_name), changes.get("last_name", before.last_name))
     row = await records.update(uow, "persons", "person", person_id, changes, expected_version=expected_version)
     if row is None:
         return before

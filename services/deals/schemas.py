@@ -6,10 +6,10 @@ from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from services.kernel.records import Visibility
-from services.kernel.schemas import OwnedInput, RecordFilter
+from services.kernel.schemas import Input, OwnedInput, RecordFilter
 
 
 class DealStatus(StrEnum):
@@ -67,9 +67,7 @@ class DealCreate(OwnedInput):
     probability: Percent | None = Field(None, description="Win probability override in percent.")
 
 
-class DealUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class DealUpdate(Input):
     title: str | None = Field(None, min_length=1, max_length=300, description="New title.")
     value: Money | None = Field(None, description="New value.")
     currency: Currency | None = Field(None, description="New currency.")

@@ -12,6 +12,7 @@ from services.deals.schemas import Deal, DealCreate, DealFilter, DealStatus, Dea
 from services.kernel import idempotency, records
 from services.kernel.attachments import check_links
 from services.kernel.errors import Invalid, NotFound
+from services.kernel.inputs import text_argument
 from services.kernel.pagination import Page, PageRequest
 from services.kernel.permissions import Perm, requires
 from services.kernel.schemas import filter_conditions, text_condition
@@ -257,6 +258,7 @@ async def mark_lost(
     it was lost, even if this call gives another one: the reason belongs to that loss (to record another, reopen
     the deal and mark it lost again).
     Of concurrent calls exactly one loses the deal, the others get the lost deal."""
+    reason = text_argument(reason, "reason", single_line=False)
     if not reason or not reason.strip():
         raise Invalid("a reason is required to mark a deal lost", field="reason")
     before = await _fetch_for_change(uow, deal_id)

@@ -9,13 +9,21 @@ from __future__ import annotations
 from uuid import UUID
 
 from services.kernel.errors import Conflict
+from services.kernel.inputs import text_argument
 from services.kernel.uow import UnitOfWork
+
+MAX_KEY_LENGTH = 200  # the database's rule for idempotency_keys.key
+
+
+def _key(key: str) -> str:
+    return text_argument(key, "idempotency_key", min_length=1, max_length=MAX_KEY_LENGTH)
 
 
 async def claim(uow: UnitOfWork, key: str | None, operation: str) -> UUID | None:
     """None when the caller should do the work; otherwise the id of what the first call created."""
     if key is None:
         return None
+    key = _key(key)
     inserted = await uow.one(
         "insert into public.idempotency_keys (user_id, key, operation) values (auth.uid(), %s, %s)"
         " on conflict (user_id, key) do nothing returning key",
@@ -37,6 +45,7 @@ async def claim(uow: UnitOfWork, key: str | None, operation: str) -> UUID | None
 async def complete(uow: UnitOfWork, key: str | None, entity_id: UUID) -> None:
     if key is None:
         return
+    key = _key(key)
     await uow.execute(
         "update public.idempotency_keys set entity_id = %s where user_id = auth.uid() and key = %s",
         [entity_id, key],

@@ -13,9 +13,11 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from services.kernel.errors import Invalid
+from services.kernel.inputs import utc
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
+MAX_CURSOR_LENGTH = 200  # the cursors made here are about 100 characters
 
 T = TypeVar("T")
 
@@ -38,11 +40,15 @@ def encode_cursor(created_at: datetime, row_id: UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """A cursor is the caller's input: anything but one this module made is Invalid, whatever it holds (a
+    deeply nested JSON document, a time out of range, a huge string)."""
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise Invalid("malformed cursor", field="after")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created_at), UUID(row_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+        return utc(datetime.fromisoformat(created_at)), UUID(row_id)
+    except (ValueError, TypeError, binascii.Error, RecursionError) as exc:
         raise Invalid("malformed cursor", field="after") from exc
 
 

@@ -1,19 +1,44 @@
-"""Input pieces shared by the domains' schemas."""
+"""Input pieces shared by the domains' schemas, above all `Input`, the base of every input model: its text and
+times follow the rules of services.kernel.inputs before each field's own checks run."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from services.kernel.inputs import checked_text, utc
 from services.kernel.records import Visibility
 
 
-class OwnedInput(BaseModel):
+class Input(BaseModel):
+    """The base of every input model. Its text fields are single lines (names, titles, subjects: line breaks
+    become spaces) unless listed in `multiline_fields` (notes, addresses: line breaks and tabs kept)."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    multiline_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _clean_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """Before the field's own checks, so its length bounds and format rules see the cleaned text."""
+        single_line = info.field_name not in cls.multiline_fields
+        if isinstance(value, str):
+            return checked_text(value, single_line=single_line)
+        if isinstance(value, list):
+            return [checked_text(item, single_line=single_line) if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        return utc(value) if isinstance(value, datetime) else value
+
+
+class OwnedInput(Input):
     owner_id: UUID | None = Field(
         None, description="Owner; default the caller. Others may be named by admins and their managers."
     )
@@ -22,9 +47,7 @@ class OwnedInput(BaseModel):
     )
 
 
-class RecordFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class RecordFilter(Input):
     owner_id: UUID | None = Field(None, description="Only records owned by this user.")
     team_id: UUID | None = Field(None, description="Only records whose owner is in this team.")
     updated_since: datetime | None = Field(None, description="Only records changed at or after this time.")

@@ -112,8 +112,8 @@ def domain_error(exc: psycopg.Error) -> ServiceError | None:
         return Conflict(f"already exists ({exc.diag.constraint_name}); reload and try again")
     if isinstance(exc, pg_errors.ForeignKeyViolation):
         return Invalid(f"refers to a record that does not exist ({exc.diag.constraint_name})")
-    if isinstance(exc, pg_errors.InvalidTextRepresentation):
-        return Invalid(str(exc.diag.message_primary))
+    if isinstance(exc, psycopg.DataError):  # a value the column's type cannot hold (also NUL, refused client-side)
+        return Invalid(exc.diag.message_primary or str(exc))
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return Conflict("a concurrent change got in the way; try again")
     return None

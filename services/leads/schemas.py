@@ -6,12 +6,12 @@ from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from services.contacts.schemas import normalize_email
 from services.deals.schemas import Currency, Deal, Money
 from services.kernel.records import Visibility
-from services.kernel.schemas import OwnedInput, RecordFilter
+from services.kernel.schemas import Input, OwnedInput, RecordFilter
 
 
 class LeadStatus(StrEnum):
@@ -70,9 +70,7 @@ class LeadCreate(OwnedInput):
     labels: Labels = Field(default_factory=list, max_length=20, description="Labels.")
 
 
-class LeadUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class LeadUpdate(Input):
     title: str | None = Field(None, min_length=1, max_length=300, description="New title.")
     source: str | None = Field(None, max_length=200, description="New source.")
     value: Money | None = Field(None, description="New value.")
@@ -92,9 +90,7 @@ class LeadFilter(RecordFilter):
     label: str | None = Field(None, description="Only leads with this label.")
 
 
-class LeadConversion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LeadConversion(Input):
     pipeline_id: UUID | None = Field(None, description="Pipeline for the deal; default: the first pipeline.")
     stage_id: UUID | None = Field(None, description="Stage for the deal; default: the pipeline's first stage.")
     title: str | None = Field(None, min_length=1, max_length=300, description="Deal title; default: the lead's.")

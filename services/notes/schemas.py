@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
 from services.kernel.attachments import Links
-from services.kernel.schemas import RecordFilter
+from services.kernel.schemas import Input, RecordFilter
 
 # Raw HTML as CommonMark reads it: `<` then a letter, `/`, `!` or `?`, up to the next `>`, across lines.
 # Stripped until none is left, so removing one tag cannot join the text around it into another.
@@ -56,14 +56,14 @@ class Note(Links):
     updated_at: datetime = Field(description="When it last changed.")
 
 
-class NoteCreate(Links):
-    model_config = ConfigDict(extra="forbid")
+class NoteCreate(Links, Input):
+    multiline_fields = frozenset({"body"})
 
     body: NoteBody = Field(min_length=1, max_length=100000, description="Plain text or safe Markdown.")
 
 
-class NoteUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NoteUpdate(Input):
+    multiline_fields = frozenset({"body"})
 
     body: NoteBody | None = Field(None, min_length=1, max_length=100000, description="New text.")
     deal_id: UUID | None = Field(None, description="New deal link.")

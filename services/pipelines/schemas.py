@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from services.kernel.schemas import Input
 
 Probability = Field(ge=0, le=100, description="Win probability in percent (integer 0-100).")
 
@@ -26,23 +28,17 @@ class Pipeline(BaseModel):
     stages: list[Stage] = Field(default_factory=list, description="Stages in order.")
 
 
-class StageInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StageInput(Input):
     name: str = Field(min_length=1, max_length=200, description="Stage name.")
     win_probability: int = Field(0, ge=0, le=100, description="Win probability in percent (integer 0-100).")
 
 
-class PipelineCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PipelineCreate(Input):
     name: str = Field(min_length=1, max_length=200, description="Pipeline name, unique (case-insensitive).")
     stages: list[StageInput] = Field(default_factory=list, description="Initial stages, in order.")
 
 
-class PipelineUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PipelineUpdate(Input):
     name: str | None = Field(None, min_length=1, max_length=200, description="New name.")
     position: int | None = Field(None, ge=0, description="New display order among pipelines.")
 
@@ -51,8 +47,6 @@ class StageCreate(StageInput):
     position: int | None = Field(None, ge=0, description="Where to insert (0-based); default: at the end.")
 
 
-class StageUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StageUpdate(Input):
     name: str | None = Field(None, min_length=1, max_length=200, description="New name.")
     win_probability: int | None = Field(None, ge=0, le=100, description="New win probability (0-100).")

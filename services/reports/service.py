@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -42,12 +42,17 @@ _OPEN_GROUPS = """
     group by d.stage_id, d.currency, d.probability, s.win_probability
 """
 
+# The period's bounds are computed in SQL from its days: the day after 9999-12-31 exists there, not in Python.
 _CLOSED = """
+    with period as (
+        select (%(since)s::date)::timestamp at time zone 'UTC' as start,
+               (%(until)s::date + 1)::timestamp at time zone 'UTC' as stop
+    )
     select d.status, d.currency, count(*) as n, sum(d.value) as value
-    from public.deals d
-    where d.pipeline_id = %s
-      and ((d.status = 'won' and d.won_at >= %s and d.won_at < %s)
-           or (d.status = 'lost' and d.lost_at >= %s and d.lost_at < %s))
+    from public.deals d, period p
+    where d.pipeline_id = %(pipeline_id)s
+      and ((d.status = 'won' and d.won_at >= p.start and d.won_at < p.stop)
+           or (d.status = 'lost' and d.lost_at >= p.start and d.lost_at < p.stop))
     group by d.status, d.currency
 """
 
@@ -102,9 +107,12 @@ def _money(amount: Decimal) -> Decimal:
 
 
 def _period(since: date | None, until: date | None) -> Period:
-    """The inclusive period; `until` defaults to today (UTC), `since` to 29 days before `until`."""
+    """The inclusive period; `until` defaults to today (UTC), `since` to 29 days before `until` (or the first day
+    there is)."""
     until = until if until is not None else datetime.now(UTC).date()
-    since = since if since is not None else until - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    if since is None:
+        days_before = min(DEFAULT_PERIOD_DAYS - 1, (until - date.min).days)
+        since = until - timedelta(days=days_before)
     if since > until:
         raise Invalid(f"since ({since}) is after until ({until})", field="since")
     return Period(since=since, until=until)
@@ -113,10 +121,6 @@ def _period(since: date | None, until: date | None) -> Period:
 def _check_range(name: str, value: int, high: int) -> None:
     if not 1 <= value <= high:
         raise Invalid(f"{name} must be between 1 and {high}", field=name)
-
-
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 @requires(Perm.DEALS_READ)
@@ -147,9 +151,8 @@ async def pipeline_summary(
         for target in (tally, open_total):
             target.add(row["n"], row["currency"], row["value"], weighted)
 
-    start, end = _day_start(period.since), _day_start(period.until + timedelta(days=1))
     closed: dict[str, _Tally] = {"won": _Tally(), "lost": _Tally()}
-    for row in await uow.all(_CLOSED, [pipeline.id, start, end, start, end]):
+    for row in await uow.all(_CLOSED, {"pipeline_id": pipeline.id, "since": period.since, "until": period.until}):
         closed[row["status"]].add(row["n"], row["currency"], row["value"], _ZERO)
 
     stale_rows = await uow.all(_STALE, [pipeline.id, stale_days, stale_limit])

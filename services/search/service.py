@@ -7,6 +7,7 @@ hit is always something the caller could open.
 from __future__ import annotations
 
 from services.kernel.errors import Forbidden, Invalid
+from services.kernel.inputs import text_argument
 from services.kernel.permissions import Perm, requires
 from services.kernel.schemas import escape_like
 from services.kernel.uow import UnitOfWork
@@ -46,6 +47,7 @@ async def search(
 ) -> list[SearchHit]:
     """Find records by name, email, domain or title. Each type needs its own read permission
     (contacts:read for persons and organizations, deals:read, leads:read); unreadable types are skipped."""
+    query = text_argument(query, "query")
     text = " ".join(query.split()).lower()
     if len(text) < 2:
         raise Invalid("search needs at least 2 characters", field="query")

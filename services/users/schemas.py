@@ -1,11 +1,31 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
+from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.kernel.permissions import Perm, Role, Scope
+from services.kernel.schemas import Input
+
+
+def web_url(value: str) -> str | None:
+    """An http(s) URL with a host, the only kind a browser may load as an image without running anything
+    (`javascript:`, `data:` and the like are refused); an empty string clears it."""
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL") from exc
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError("must be an http or https URL")
+    return value
+
+
+WebUrl = Annotated[str, Field(max_length=2000), AfterValidator(web_url)]
 
 
 class UserProfile(BaseModel):
@@ -20,11 +40,9 @@ class UserProfile(BaseModel):
     created_at: datetime = Field(description="When the profile was created.")
 
 
-class ProfileUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProfileUpdate(Input):
     display_name: str | None = Field(None, min_length=1, max_length=200, description="New display name.")
-    avatar_url: str | None = Field(None, max_length=2000, description="New avatar URL.")
+    avatar_url: WebUrl | None = Field(None, description="New avatar URL (http or https); null or empty clears it.")
 
 
 class Team(BaseModel):
@@ -34,9 +52,7 @@ class Team(BaseModel):
     created_at: datetime = Field(description="When the team was created.")
 
 
-class TeamCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TeamCreate(Input):
     name: str = Field(min_length=1, max_length=200, description="Team name, unique (case-insensitive).")
 
 

@@ -10,6 +10,7 @@ from psycopg import sql
 
 from services.kernel import records
 from services.kernel.errors import Conflict, Forbidden, NotFound
+from services.kernel.inputs import text_argument
 from services.kernel.permissions import Perm, Role, requires
 from services.kernel.uow import UnitOfWork, require_found
 from services.users.schemas import Me, ProfileUpdate, Team, TeamCreate, UserProfile
@@ -66,6 +67,7 @@ async def list(uow: UnitOfWork) -> builtins.list[UserProfile]:
 
 @requires(Perm.USERS_READ)
 async def find_by_email(uow: UnitOfWork, email: str) -> UserProfile:
+    email = text_argument(email, "email")
     row = await uow.one(_PROFILE_SELECT + " where lower(p.email) = lower(%s)", [email])
     return _profile(require_found(row, "user", email))
 
@@ -148,6 +150,7 @@ async def get_team(uow: UnitOfWork, team_id: UUID) -> Team:
 
 @requires(Perm.USERS_READ)
 async def find_team(uow: UnitOfWork, name: str) -> Team:
+    name = text_argument(name, "name")
     row = await uow.one(_TEAM_SELECT + " where lower(t.name) = lower(%s)", [name])
     return Team.model_validate(require_found(row, "team", name))
 
