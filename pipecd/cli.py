@@ -185,7 +185,7 @@ async def _serve_stdio(settings: Settings, admin: str, access: str) -> None:
             _fail(f"the token was refused: {exc.message}")
         typer.echo(f"PipeCD MCP server (stdio) acting for {principal.email}", err=True)
         server = create_server(
-            db, caller, rate_limit=settings.mcp_rate_limit, confirmation_key=settings.mcp_confirmation_key
+            db, caller, rate_limit=runtime.rate_limits(settings).mcp, confirmation_key=settings.mcp_confirmation_key
         )
         await server.run_stdio_async()
 
