@@ -48,7 +48,7 @@ from mcp_server.safety import as_data, clean_text, fit_record
 from services.contacts import service as contacts
 from services.deals import service as deals
 from services.deals.schemas import Deal, DealFilter, DealStatus
-from services.kernel.errors import Invalid, RateLimited, ServiceError
+from services.kernel.errors import Invalid, ServiceError
 from services.kernel.pagination import MAX_LIMIT, PageRequest
 from services.kernel.principal import Principal
 from services.kernel.uow import Database, UnitOfWork
@@ -368,7 +368,7 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
         counts against the caller's budget, those that read nothing too (a client types fast)."""
         try:
             caller = await principal()
-        except RateLimited as exc:
+        except ServiceError as exc:  # over the limit, ...
             raise prompt_error(exc, None) from exc
         if isinstance(ref, ResourceTemplateReference):
             wanted = TEMPLATES.get(ref.uri)

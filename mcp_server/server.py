@@ -30,7 +30,7 @@ from mcp_server.safety import as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS
 from services.audit import service as audit
-from services.kernel.errors import RateLimited
+from services.kernel.errors import ServiceError
 from services.kernel.principal import Principal
 from services.kernel.ratelimit import RateLimit
 from services.kernel.uow import Database
@@ -120,7 +120,7 @@ class CrmServer(MCPServer[Any]):
     ) -> Any:
         try:
             caller = await self.counted_caller()
-        except RateLimited as exc:  # refused before anything ran: nothing to record
+        except ServiceError as exc:  # refused before anything ran (over the limit, ...): nothing to record
             raise tool_error(exc, None) from exc
         outcome = "ok"
         call = Call(caller, self._db, frozenset(arguments), self._confirmations, context)

@@ -281,3 +281,18 @@ def test_defaults_and_a_bad_store_refused_at_startup(tmp_path):
     with pytest.raises(ValidationError) as raised:
         Settings(_env_file=None, PIPECD_STATE_DIR=tmp_path, PIPECD_RATE_LIMIT_STORAGE="carrier-pigeon://")  # type: ignore[call-arg]
     assert "unusable rate limit storage 'carrier-pigeon://'" in str(raised.value)
+
+
+async def test_an_unreachable_shared_store_refuses_as_unavailable_and_writes_nothing(db, company, admin):
+    principal = company.principal("bob", channel=Channel.MCP)
+
+    async def caller():
+        return principal
+
+    forget_bookkeeping(admin)
+    limit = RateLimit("mcp", "100/minute", storage("redis://127.0.0.1:1/0"))  # nothing listens on port 1
+    async with Client(create_server(db, caller, rate_limit=limit)) as client:
+        result = await client.call_tool("create_deal", {"title": "Unlimited?"})
+    assert result.is_error
+    assert result.content[0].text == "[unavailable] the rate limit store cannot be reached; try again shortly"
+    assert counts(admin, *WRITES) == {"deals": 0, "audit_log": 0, "outbox": 0}

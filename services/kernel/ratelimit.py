@@ -18,12 +18,15 @@ from uuid import UUID
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
-from services.kernel.errors import RateLimited
+from services.kernel.errors import RateLimited, Unavailable
 
 MEMORY = "memory://"
 NAMESPACE = "pipecd"
+# A shared store that does not answer within this many seconds fails the request (Unavailable), never hangs it.
+STORE_TIMEOUT = 2.0
 
 
 def storage(uri: str = MEMORY) -> Storage:
@@ -31,8 +34,10 @@ def storage(uri: str = MEMORY) -> Storage:
 
     Raises ValueError for a store `limits` does not know or cannot use (e.g. its client library is missing)."""
     scheme = uri if uri.startswith("async+") else f"async+{uri}"
+    remote = not scheme.startswith("async+memory")
+    options: dict[str, float | str | bool] = {"connect_timeout": STORE_TIMEOUT, "stream_timeout": STORE_TIMEOUT}
     try:
-        found = storage_from_string(scheme)
+        found = storage_from_string(scheme, wrap_exceptions=True, **(options if remote else {}))
     except Exception as exc:  # limits' ConfigurationError names the problem
         raise ValueError(f"unusable rate limit storage {uri!r}: {exc}") from exc
     if not isinstance(found, Storage):
@@ -51,8 +56,14 @@ class RateLimit:
     async def hit(self, user: UUID | str) -> None:
         """Count one request by `user`, or raise `RateLimited` (saying when to retry) when it would go over.
 
-        With several limits (per second and per hour), a request refused by one is counted by none."""
-        key = (NAMESPACE, self.surface, str(user))
+        With several limits (per second and per hour), a request refused by one is counted by none. A shared store
+        that cannot be reached refuses the request as `Unavailable`: without it, no budget could be enforced."""
+        try:
+            await self._hit((NAMESPACE, self.surface, str(user)))
+        except StorageError as exc:
+            raise Unavailable("the rate limit store cannot be reached") from exc
+
+    async def _hit(self, key: tuple[str, ...]) -> None:
         if len(self.items) > 1:
             for item in self.items:
                 if not await self._limiter.test(item, *key):
