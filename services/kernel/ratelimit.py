@@ -34,10 +34,11 @@ def storage(uri: str = MEMORY) -> Storage:
 
     Raises ValueError for a store `limits` does not know or cannot use (e.g. its client library is missing)."""
     scheme = uri if uri.startswith("async+") else f"async+{uri}"
-    remote = not scheme.startswith("async+memory")
-    options: dict[str, float | str | bool] = {"connect_timeout": STORE_TIMEOUT, "stream_timeout": STORE_TIMEOUT}
+    options: dict[str, float | str | bool] = {}
+    if scheme.startswith(("async+redis", "async+valkey")):
+        options = {"connect_timeout": STORE_TIMEOUT, "stream_timeout": STORE_TIMEOUT}
     try:
-        found = storage_from_string(scheme, wrap_exceptions=True, **(options if remote else {}))
+        found = storage_from_string(scheme, wrap_exceptions=True, **options)
     except Exception as exc:  # limits' ConfigurationError names the problem
         raise ValueError(f"unusable rate limit storage {uri!r}: {exc}") from exc
     if not isinstance(found, Storage):
