@@ -22,6 +22,7 @@ from services.kernel.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    RateLimited,
     ServiceError,
     Unauthenticated,
     Unavailable,
@@ -36,6 +37,7 @@ CODES: dict[type[ServiceError], str] = {
     Invalid: "BAD_USER_INPUT",
     Conflict: "CONFLICT",
     Unavailable: "UNAVAILABLE",
+    RateLimited: "RATE_LIMITED",
 }
 
 
@@ -61,6 +63,8 @@ def extensions_for(error: Exception) -> dict[str, Any] | None:
             extensions["existingId"] = str(error.existing_id)
         if isinstance(error, Forbidden) and error.permission:
             extensions["permission"] = error.permission
+        if isinstance(error, RateLimited):
+            extensions["retryAfter"] = error.retry_after
         return extensions
     if isinstance(error, ValidationError):
         problems = error.errors()

@@ -20,6 +20,7 @@ from strawberry.types.unset import UNSET
 
 from graphql_api.context import Authenticate, AuthenticationFailed, context_getter
 from graphql_api.schema import Limits, build_schema
+from services.kernel.errors import RateLimited
 from services.kernel.uow import Database
 
 PATH = "/graphql"
@@ -163,4 +164,13 @@ def install(
             graphql_error_body(exc.message, "UNAUTHENTICATED"),
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer realm="pipecd"'},
+        )
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        """Refused at authentication, before the request's roles are read or any resolver runs."""
+        return JSONResponse(
+            graphql_error_body(exc.message, "RATE_LIMITED", retryAfter=exc.retry_after),
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
         )

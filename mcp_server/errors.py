@@ -21,6 +21,7 @@ from services.kernel.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    RateLimited,
     ServiceError,
     Unauthenticated,
     Unavailable,
@@ -64,6 +65,8 @@ def error_message(error: Exception, principal: Principal | None = None, where: s
         return f"[duplicate] {error.message} (existing_id: {error.existing_id})"
     if isinstance(error, Conflict):
         return f"[conflict] {error.message}"
+    if isinstance(error, RateLimited):
+        return f"[rate_limited] {error.message}"
     if isinstance(error, Unavailable):
         return f"[unavailable] {error.message}; try again shortly"
     if isinstance(error, Unauthenticated):

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from mcp_server.auth import REQUIRED_SCOPES, Authenticate, CrmTokenVerifier, caller_from_request
 from mcp_server.server import DEFAULT_RATE_LIMIT, CrmServer, create_server
+from services.kernel.ratelimit import RateLimit
 from services.kernel.uow import Database
 
 PATH = "/mcp"
@@ -29,7 +30,7 @@ class HttpOptions:
     issuer_url: str  # the authorization server: the Supabase Auth issuer
     allowed_hosts: list[str] = field(default_factory=list)  # Host values accepted ("host:*" for any port)
     allowed_origins: list[str] = field(default_factory=list)  # Origin values accepted from browsers
-    rate_limit: str = DEFAULT_RATE_LIMIT
+    rate_limit: RateLimit | str = DEFAULT_RATE_LIMIT  # each user's budget of MCP requests
     confirmation_key: bytes | None = None  # shared by every process of the deployment
 
 

@@ -351,9 +351,8 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
     add(meeting_prep, "Meeting preparation")
     add(lost_deal_analysis, "Lost deal analysis")
 
-    async def completing(build: Callable[[UnitOfWork], Awaitable[Completion]]) -> Completion:
+    async def completing(caller: Principal, build: Callable[[UnitOfWork], Awaitable[Completion]]) -> Completion:
         """A completion read as the caller; nothing when they may not read such records."""
-        caller = await principal()
         try:
             async with db.unit_of_work(caller) as uow:
                 return await build(uow)
@@ -365,7 +364,12 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
         ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,
         context: CompletionContext | None,
     ) -> Completion | None:
-        """Values for a prompt argument or a template variable, from what the caller may see."""
+        """Values for a prompt argument or a template variable, from what the caller may see. Every completion
+        counts against the caller's budget, those that read nothing too (a client types fast)."""
+        try:
+            caller = await principal()
+        except ServiceError as exc:  # over the limit, ...
+            raise prompt_error(exc, None) from exc
         if isinstance(ref, ResourceTemplateReference):
             wanted = TEMPLATES.get(ref.uri)
             if wanted != argument.name:
@@ -374,10 +378,10 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
             async def names(uow: UnitOfWork) -> Completion:
                 return _matching([clean_text(p.name, 200) for p in await pipelines.list(uow)], argument.value)
 
-            return await completing(names)
+            return await completing(caller, names)
         elif (ref.name, argument.name) == ("lost_deal_analysis", "period"):
             return _matching(period_suggestions(today()), argument.value)
         elif (ref.name, argument.name) not in {("deal_brief", "deal_id"), ("meeting_prep", "person_id")}:
             return None
         kind = RECORD_ARGUMENTS[argument.name]
-        return await completing(lambda uow: _record_ids(uow, kind, argument.value))
+        return await completing(caller, lambda uow: _record_ids(uow, kind, argument.value))

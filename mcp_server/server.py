@@ -25,15 +25,20 @@ from pydantic import ValidationError
 from mcp_server import prompts, resources
 from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
-from mcp_server.ratelimit import RateLimited, ToolRateLimit
 from mcp_server.registry import Call, CrmTool, PrincipalSource, bind, current_call
 from mcp_server.safety import as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS
 from services.audit import service as audit
+from services.kernel.errors import ServiceError
+from services.kernel.principal import Principal
+from services.kernel.ratelimit import RateLimit
 from services.kernel.uow import Database
 
 DEFAULT_RATE_LIMIT = "120/minute"
+SURFACE = "mcp"  # the budget's name in the rate limit store
+UNKNOWN_TOOL = "unknown"  # audited as `tool.unknown`, with the name asked for (cut to NAME_KEPT) in the diff
+NAME_KEPT = 100
 
 INSTRUCTIONS = """\
 PipeCD is the user's CRM: deals in pipelines of stages, persons, organizations, leads, activities and notes.
@@ -74,20 +79,29 @@ def prepared(tool: CrmTool) -> Prepared:
 
 
 class CrmServer(MCPServer[Any]):
-    """An MCPServer whose tool list depends on who asks, whose tool calls are rate-limited per user and recorded
-    in the audit log, and whose tool errors read `[kind] what happened — what to do`."""
+    """An MCPServer whose tool list depends on who asks, whose tool calls, resource reads, prompts and completions
+    are rate-limited per user, whose tool calls are recorded in the audit log, and whose tool errors read
+    `[kind] what happened — what to do`."""
 
     def __init__(
-        self, db: Database, principal: PrincipalSource, crm_tools: list[CrmTool], rate_limit: str,
+        self, db: Database, principal: PrincipalSource, crm_tools: list[CrmTool], rate_limit: RateLimit,
         confirmation_key: bytes | None, **kwargs: Any,
     ) -> None:
         ready = [prepared(tool) for tool in crm_tools]
         super().__init__(tools=[p.sdk for p in ready], **kwargs)
         self._db = db
         self._principal = principal
-        self._rate_limit = ToolRateLimit(rate_limit)
+        self._rate_limit = rate_limit
         self._confirmations = Confirmations(confirmation_key)
         self._crm_tools = {p.crm.name: p for p in ready}
+
+    async def counted_caller(self) -> Principal:
+        """The caller, with this request counted against their budget (`RateLimited` past it). Every request that
+        reads or writes CRM data gets its caller here, before it opens a transaction: a refused one costs no
+        database work."""
+        caller = await self._principal()
+        await self._rate_limit.hit(caller.user_id)
+        return caller
 
     async def list_tools(self) -> list[Tool]:
         caller = await self._principal()
@@ -104,12 +118,14 @@ class CrmServer(MCPServer[Any]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> Any:
-        caller = await self._principal()
+        try:
+            caller = await self.counted_caller()
+        except ServiceError as exc:  # refused before anything ran (over the limit, ...): nothing to record
+            raise tool_error(exc, None) from exc
         outcome = "ok"
         call = Call(caller, self._db, frozenset(arguments), self._confirmations, context)
         token = current_call.set(call)
         try:
-            self._rate_limit.hit(caller.user_id)
             result = await super().call_tool(name, arguments, context)
             if isinstance(result, CallToolResult) and result.structured_content is not None:
                 data = result.structured_content
@@ -117,9 +133,6 @@ class CrmServer(MCPServer[Any]):
                 text = as_text(data["result"] if wrapped else data)
                 result = result.model_copy(update={"content": [TextContent(type="text", text=text), *call.links]})
             return result
-        except RateLimited as exc:
-            outcome = "rate_limited"
-            raise ToolError(f"[rate_limited] {exc}") from exc
         except ToolError as exc:
             tidy = _tidy(name, exc, caller)
             outcome = _kind(str(tidy))
@@ -130,7 +143,11 @@ class CrmServer(MCPServer[Any]):
         finally:
             current_call.reset(token)
             async with self._db.unit_of_work(caller) as uow:
-                await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
+                if name in self._crm_tools:
+                    await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
+                else:  # a name made up by the client is not an operation: recorded as such, cut short
+                    await audit.record_tool_call(uow, UNKNOWN_TOOL, arguments_sha256(arguments), outcome,
+                                                 requested=name[:NAME_KEPT])
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
@@ -150,7 +167,7 @@ def _tidy(name: str, error: ToolError, caller: Any) -> ToolError:
     if isinstance(cause, ValidationError):
         return tool_error(cause, caller)
     if str(error).startswith("Unknown tool"):
-        return ToolError(f"[not_found] there is no tool {name!r}; see tools/list")
+        return ToolError(f"[not_found] there is no tool {name[:NAME_KEPT]!r}; see tools/list")
     return ToolError(str(error))
 
 
@@ -168,15 +185,17 @@ def create_server(
     db: Database,
     principal: PrincipalSource,
     *,
-    rate_limit: str = DEFAULT_RATE_LIMIT,
+    rate_limit: RateLimit | str = DEFAULT_RATE_LIMIT,
     confirmation_key: bytes | None = None,
     **kwargs: Any,
 ) -> CrmServer:
-    """The CRM's MCP server acting for `principal`. `confirmation_key` signs the confirmations of destructive
-    tools; give every process of a deployment the same one (without it, a confirmation works in this process
-    only)."""
-    server = CrmServer(db, principal, TOOLS, rate_limit, confirmation_key, name="pipecd", title="PipeCD CRM",
+    """The CRM's MCP server acting for `principal`. `rate_limit` is each user's budget of MCP requests (an
+    expression counted in this process, or a `RateLimit` on a store shared by the deployment's processes).
+    `confirmation_key` signs the confirmations of destructive tools; give every process of a deployment the same
+    one (without it, a confirmation works in this process only)."""
+    limit = rate_limit if isinstance(rate_limit, RateLimit) else RateLimit(SURFACE, rate_limit)
+    server = CrmServer(db, principal, TOOLS, limit, confirmation_key, name="pipecd", title="PipeCD CRM",
                        instructions=INSTRUCTIONS, **kwargs)
-    resources.install(server, db, principal)
-    prompts.install(server, db, principal)
+    resources.install(server, db, server.counted_caller)
+    prompts.install(server, db, server.counted_caller)
     return server

@@ -28,6 +28,7 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
     admin = admin_url or runtime.admin_url(settings)
     db = runtime.database(settings, admin)
     verifier = runtime.token_verifier(settings)
+    limits = runtime.rate_limits(settings)
     shipped = [m.version for m in discover()]
     mcp = mcp_server.http.build(
         db,
@@ -37,7 +38,7 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
             issuer_url=settings.auth_issuer,
             allowed_hosts=settings.effective_mcp_allowed_hosts,
             allowed_origins=settings.effective_mcp_allowed_origins,
-            rate_limit=settings.mcp_rate_limit,
+            rate_limit=limits.mcp,
             confirmation_key=settings.mcp_confirmation_key,
         ),
     )
@@ -71,7 +72,8 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
     graphql_api.http.install(
         app,
         db,
-        partial(authenticate, db, verifier, channel=Channel.GRAPHQL),
+        # one request, one operation: counted as the token is verified, before the user's roles are read
+        partial(authenticate, db, verifier, channel=Channel.GRAPHQL, limit=limits.graphql),
         limits=Limits(
             max_depth=settings.graphql_max_depth,
             max_tokens=settings.graphql_max_tokens,

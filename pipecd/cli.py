@@ -40,7 +40,7 @@ def db_start() -> None:
     if not settings.uses_embedded_database:
         _fail("DATABASE_URL is set: PipeCD uses that database, not the embedded one")
     status = runtime.embedded(settings).start()
-    typer.echo(f"embedded Postgres running on 127.0.0.1:{status.port} (pid {status.pid})", err=True)
+    typer.echo(f"embedded Postgres running on the socket {status.socket} (pid {status.pid})", err=True)
 
 
 @db_app.command("stop")
@@ -59,7 +59,7 @@ def db_status() -> None:
         if not status.running:
             typer.echo(f"embedded Postgres: stopped (data in {settings.embedded_data_dir})")
             raise typer.Exit(3)
-        typer.echo(f"embedded Postgres: running on 127.0.0.1:{status.port} (pid {status.pid})")
+        typer.echo(f"embedded Postgres: running on the socket {status.socket} (pid {status.pid})")
     import psycopg
 
     with psycopg.connect(runtime.admin_url(settings, start=False)) as conn:
@@ -185,7 +185,7 @@ async def _serve_stdio(settings: Settings, admin: str, access: str) -> None:
             _fail(f"the token was refused: {exc.message}")
         typer.echo(f"PipeCD MCP server (stdio) acting for {principal.email}", err=True)
         server = create_server(
-            db, caller, rate_limit=settings.mcp_rate_limit, confirmation_key=settings.mcp_confirmation_key
+            db, caller, rate_limit=runtime.rate_limits(settings).mcp, confirmation_key=settings.mcp_confirmation_key
         )
         await server.run_stdio_async()
 

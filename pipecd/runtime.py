@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from uuid import UUID
 
 import jwt
@@ -17,6 +18,7 @@ from pipecd.settings import Settings
 from services.kernel.auth import principal_from_claims
 from services.kernel.permissions import Scope
 from services.kernel.principal import Channel, Principal
+from services.kernel.ratelimit import RateLimit, storage
 from services.kernel.tokens import AUDIENCE, TokenVerifier
 from services.kernel.uow import Database
 
@@ -60,6 +62,21 @@ def prepare_database(settings: Settings) -> str:
 def database(settings: Settings, admin: str) -> Database:
     return Database(
         app_url(settings, admin), max_size=settings.db_pool_max, prepare=settings.db_prepare_statements
+    )
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    mcp: RateLimit
+    graphql: RateLimit
+
+
+def rate_limits(settings: Settings) -> RateLimits:
+    """Each user's budgets, on the configured store (one connection pool for both)."""
+    store = storage(settings.rate_limit_storage)
+    return RateLimits(
+        mcp=RateLimit("mcp", settings.mcp_rate_limit, store),
+        graphql=RateLimit("graphql", settings.graphql_rate_limit, store),
     )
 
 

@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from graphql_api.schema import Limits
 from mcp_server.server import DEFAULT_RATE_LIMIT
+from services.kernel.ratelimit import MEMORY, storage
+
+# GraphQL requests per user: a UI loads a page with a handful of requests, so its budget is larger than an agent's.
+DEFAULT_GRAPHQL_RATE_LIMIT = "600/minute"
 
 # The issuer of a Supabase project started locally by the Supabase CLI.
 LOCAL_SUPABASE_ISSUER = "http://127.0.0.1:54321/auth/v1"
@@ -98,13 +102,32 @@ class Settings(BaseSettings):
     mcp_rate_limit: str = Field(
         DEFAULT_RATE_LIMIT,
         validation_alias=AliasChoices("PIPECD_MCP_RATE_LIMIT"),
-        description="Tool calls per user, e.g. '120/minute' or '10/second;1000/hour'.",
+        description="MCP requests (tool calls, resource reads, prompts, completions) per user, e.g. '120/minute' "
+        "or '10/second;1000/hour'.",
+    )
+    graphql_rate_limit: str = Field(
+        DEFAULT_GRAPHQL_RATE_LIMIT,
+        validation_alias=AliasChoices("PIPECD_GRAPHQL_RATE_LIMIT"),
+        description="GraphQL requests per user, a budget of its own: an agent using up its MCP budget does not "
+        "lock its user out of the app.",
+    )
+    rate_limit_storage: str = Field(
+        MEMORY,
+        validation_alias=AliasChoices("PIPECD_RATE_LIMIT_STORAGE"),
+        description="Where rate limits are counted: 'memory://' (each process alone) or 'redis://host:6379/0' "
+        "(one budget shared by every process and replica).",
     )
 
-    @field_validator("mcp_rate_limit")
+    @field_validator("mcp_rate_limit", "graphql_rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
         parse_many(value)  # ValueError names the bad part
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_limit_storage_usable(cls, value: str) -> str:
+        storage(value)  # ValueError for an unknown scheme or a missing client library; connects lazily
         return value
 
     @property

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -205,16 +207,54 @@ def run_cli(cli: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-def cli_url(url: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    host = params.get("host", "127.0.0.1")
-    assert not str(host).startswith("/"), "the Supabase CLI needs a TCP address"
-    return f"postgresql://{params.get('user', 'postgres')}@{host}:{params.get('port', 5432)}/{params['dbname']}" \
-        "?sslmode=disable"
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture(scope="session")
+def cli_url(server_url: str) -> Iterator[Callable[[str], str]]:
+    """A URL the Supabase CLI can use for a database of the test server. The CLI speaks TCP only; the embedded
+    server listens on its Unix socket only, so it is reached through a forwarder on 127.0.0.1 for these tests."""
+    params = psycopg.conninfo.conninfo_to_dict(server_url)
+    host, port = str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))
+    listener: socket.socket | None = None
+    if host.startswith("/"):
+        path = f"{host}/.s.PGSQL.{port}"
+        listener = socket.create_server(("127.0.0.1", 0))
+        host, port = "127.0.0.1", listener.getsockname()[1]
+
+        def forward(server: socket.socket) -> None:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(path)
+                for ends in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pump, args=ends, daemon=True).start()
+
+        threading.Thread(target=forward, args=(listener,), daemon=True).start()
+
+    def url(database_url: str) -> str:
+        database = psycopg.conninfo.conninfo_to_dict(database_url)
+        return f"postgresql://{database.get('user', 'postgres')}@{host}:{port}/{database['dbname']}?sslmode=disable"
+
+    yield url
+    if listener is not None:
+        listener.close()
 
 
 @pytest.mark.npm
-def test_supabase_cli_sees_every_migration_applied_and_has_nothing_to_push(supabase_cli, empty_db):
+def test_supabase_cli_sees_every_migration_applied_and_has_nothing_to_push(supabase_cli, cli_url, empty_db):
     migrate(empty_db)
     listing = run_cli(supabase_cli, "migration", "list", "--db-url", cli_url(empty_db))
     for migration in discover():
@@ -225,7 +265,7 @@ def test_supabase_cli_sees_every_migration_applied_and_has_nothing_to_push(supab
 
 
 @pytest.mark.npm
-def test_supabase_cli_records_the_same_history_as_pipecd(supabase_cli, empty_db, server_url):
+def test_supabase_cli_records_the_same_history_as_pipecd(supabase_cli, cli_url, empty_db, server_url):
     migrate(empty_db)
     name = psycopg.conninfo.conninfo_to_dict(empty_db)["dbname"] + "_cli"
     with psycopg.connect(server_url, autocommit=True) as conn:

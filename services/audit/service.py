@@ -40,8 +40,13 @@ async def for_entity(uow: UnitOfWork, entity_type: str, entity_id: UUID, *, limi
 
 
 @requires(None)
-async def record_tool_call(uow: UnitOfWork, tool: str, arguments_sha256: str, outcome: str) -> None:
+async def record_tool_call(
+    uow: UnitOfWork, tool: str, arguments_sha256: str, outcome: str, *, requested: str | None = None
+) -> None:
     """Record that the caller's assistant called `tool` (the arguments only as a hash) and how it ended: `ok`
-    or the error's kind (`forbidden`, `not_found`, `invalid`, ...). Every caller records their own calls."""
-    await uow.audit(f"tool.{tool}", "mcp_tool_call", None, after={"arguments_sha256": arguments_sha256,
-                                                                   "outcome": outcome})
+    or the error's kind (`forbidden`, `not_found`, `invalid`, ...). Every caller records their own calls.
+    `requested` is the name a call for no known tool asked for (`tool` is then `unknown`), already cut short."""
+    after = {"arguments_sha256": arguments_sha256, "outcome": outcome}
+    if requested is not None:
+        after["requested"] = requested
+    await uow.audit(f"tool.{tool}", "mcp_tool_call", None, after=after)

@@ -8,6 +8,7 @@ from uuid import UUID
 from services.kernel.errors import Unauthenticated
 from services.kernel.permissions import Role, Scope
 from services.kernel.principal import Channel, Principal
+from services.kernel.ratelimit import RateLimit
 from services.kernel.tokens import TokenVerifier
 from services.kernel.uow import Database
 
@@ -32,11 +33,16 @@ def scopes_from_claims(claims: dict[str, Any]) -> frozenset[Scope] | None:
     return frozenset(known[n] for n in names)
 
 
-async def principal_from_claims(db: Database, claims: dict[str, Any], channel: Channel) -> Principal:
+def subject(claims: dict[str, Any]) -> UUID:
+    """The user a verified token speaks for."""
     try:
-        user_id = UUID(str(claims["sub"]))
+        return UUID(str(claims["sub"]))
     except (KeyError, ValueError) as exc:
         raise Unauthenticated("token subject is not a user id") from exc
+
+
+async def principal_from_claims(db: Database, claims: dict[str, Any], channel: Channel) -> Principal:
+    user_id = subject(claims)
     scopes = scopes_from_claims(claims)
     scoped_claims = {"sub": str(user_id), "role": "authenticated"}
     async with db.claims_transaction(scoped_claims) as uow:
@@ -61,9 +67,17 @@ async def principal_from_claims(db: Database, claims: dict[str, Any], channel: C
     )
 
 
-async def authenticate(db: Database, verifier: TokenVerifier, token: str, channel: Channel) -> Principal:
-    """The Principal for a bearer token, or Unauthenticated."""
+async def authenticate(
+    db: Database, verifier: TokenVerifier, token: str, channel: Channel, *, limit: RateLimit | None = None
+) -> Principal:
+    """The Principal for a bearer token, or Unauthenticated.
+
+    With `limit`, the request is counted against the user's budget once the token's signature is verified and
+    before their roles are read: a refused request (`RateLimited`) costs no database work at all. The subject
+    is as good as the user id here, since only a valid token for that user can spend their budget."""
     claims = await verifier.verify(token)
     if claims.get("role", "authenticated") != "authenticated":
         raise Unauthenticated("only user sessions may call the CRM")
+    if limit is not None:
+        await limit.hit(subject(claims))
     return await principal_from_claims(db, claims, channel)

@@ -73,3 +73,13 @@ class Unavailable(ServiceError):
     """A dependency is down or overloaded; the same call may succeed later."""
 
     code = "UNAVAILABLE"
+
+
+class RateLimited(ServiceError):
+    """The caller used up their budget of requests for now; `retry_after` says in how many seconds to try again."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
