@@ -20,6 +20,7 @@ from strawberry.types.unset import UNSET
 
 from graphql_api.context import Authenticate, AuthenticationFailed, context_getter
 from graphql_api.schema import Limits, build_schema
+from services.kernel.errors import Unavailable
 from services.kernel.uow import Database
 
 PATH = "/graphql"
@@ -79,8 +80,26 @@ _BATCH_REFUSED = "Batching is not enabled"
 _CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
+# How long a client is asked to wait before retrying an UNAVAILABLE answer (overload passes in seconds).
+RETRY_AFTER_SECONDS = 2
+
+
+def _unavailable(response_data: Any) -> bool:
+    errors = response_data.get("errors") if isinstance(response_data, dict) else None
+    return any((e.get("extensions") or {}).get("code") == "UNAVAILABLE" for e in errors or ())
+
+
 class _Router(GraphQLRouter):
-    """Strawberry answers the requests it refuses before executing in plain text; ours get a GraphQL body."""
+    """Strawberry answers the requests it refuses before executing in plain text; ours get a GraphQL body.
+
+    An answer with an UNAVAILABLE error (the database is overloaded or took too long) is an HTTP 503 with
+    Retry-After, so clients and proxies back off instead of reading it as success."""
+
+    def create_response(self, response_data: Any, sub_response: Any) -> Any:
+        if _unavailable(response_data):
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return super().create_response(response_data, sub_response)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:
@@ -135,4 +154,13 @@ def install(
             graphql_error_body(exc.message, "UNAUTHENTICATED"),
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer realm="pipecd"'},
+        )
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        """Raised before any resolver runs (authentication could not reach the database)."""
+        return JSONResponse(
+            graphql_error_body(exc.message, "UNAVAILABLE"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,10 @@ from mcp_server.safety import as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS
 from services.audit import service as audit
+from services.kernel.errors import Unavailable
 from services.kernel.uow import Database
+
+log = logging.getLogger("pipecd.mcp")
 
 DEFAULT_RATE_LIMIT = "120/minute"
 
@@ -129,8 +133,12 @@ class CrmServer(MCPServer[Any]):
             raise
         finally:
             current_call.reset(token)
-            async with self._db.unit_of_work(caller) as uow:
-                await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
+            try:
+                async with self._db.unit_of_work(caller) as uow:
+                    await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
+            except Unavailable:
+                # An overloaded database must not turn the call's own answer into a protocol error.
+                log.error("tool call %s by %s not recorded: %s", name, caller.user_id, outcome, exc_info=True)
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
