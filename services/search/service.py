@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from services.kernel.errors import Forbidden, Invalid
 from services.kernel.permissions import Perm, requires
-from services.kernel.schemas import escape_like
+from services.kernel.schemas import MAX_SEARCH_TEXT, escape_like
 from services.kernel.uow import UnitOfWork
 from services.search.schemas import SearchHit, SearchType
 
@@ -46,6 +46,8 @@ async def search(
 ) -> list[SearchHit]:
     """Find records by name, email, domain or title. Each type needs its own read permission
     (contacts:read for persons and organizations, deals:read, leads:read); unreadable types are skipped."""
+    if len(query) > MAX_SEARCH_TEXT:
+        raise Invalid(f"search text must be at most {MAX_SEARCH_TEXT} characters", field="query")
     text = " ".join(query.split()).lower()
     if len(text) < 2:
         raise Invalid("search needs at least 2 characters", field="query")
