@@ -6,6 +6,8 @@ execution do."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -73,6 +75,73 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class CancelOnDisconnect:
+    """Cancel a GraphQL request's work when its client goes away before the answer is sent.
+
+    Servers do not do this by themselves: uvicorn only reports the disconnect to a `receive()` call, which
+    nobody makes once the body has been read, so an abandoned request would run its statements to the end.
+    Once the body is in, this watches for `http.disconnect` and cancels the request's task; cancelling a unit
+    of work cancels its running statement on the server (psycopg) before the connection goes back to the pool.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PATH):
+            await self.app(scope, receive, send)
+            return
+        body_read = asyncio.Event()
+        gone = asyncio.Event()
+        answered = False
+
+        async def receiving() -> Message:
+            if body_read.is_set():  # the app asks again (e.g. "is the client still there?"): wait for the end
+                await gone.wait()
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                body_read.set()
+            if message["type"] == "http.disconnect":
+                gone.set()
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        work = asyncio.create_task(self.app(scope, receiving, sending))
+        try:
+            reading = asyncio.create_task(body_read.wait())
+            await asyncio.wait([work, reading], return_when=asyncio.FIRST_COMPLETED)
+            reading.cancel()
+            if not work.done():
+                watching = asyncio.create_task(self._watch(receive, gone))
+                await asyncio.wait([work, watching], return_when=asyncio.FIRST_COMPLETED)
+                if not work.done() and gone.is_set() and not answered:
+                    work.cancel()
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+        finally:
+            if not work.done() and not gone.is_set():  # we are cancelled ourselves (shutdown): so is the work
+                work.cancel()
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not gone.is_set():
+                raise
+
+    @staticmethod
+    async def _watch(receive: Receive, gone: asyncio.Event) -> None:
+        while True:
+            if (await receive())["type"] == "http.disconnect":
+                gone.set()
+                return
 
 
 # Strawberry's reason for a JSON array of operations (batching is off: one request, one operation, one cost).
@@ -147,6 +216,7 @@ def install(
     router.routes = [route for route in router.routes if not isinstance(route, APIWebSocketRoute)]
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(CancelOnDisconnect)
 
     @app.exception_handler(AuthenticationFailed)
     async def unauthenticated(_: Request, exc: AuthenticationFailed) -> JSONResponse:

@@ -136,3 +136,59 @@ async def test_a_cancelled_unit_of_work_leaves_no_statement_running(db: Database
     # and the pool's connections are clean and usable
     async with db.unit_of_work(company.principal("bob")) as uow:
         assert await uow.one("select 1 as one") == {"one": 1}
+
+
+async def test_a_client_that_disconnects_cancels_its_graphql_statement(settings, company, admin, monkeypatch):
+    """Straight ASGI (as uvicorn drives it): the body, then nothing until the client goes away."""
+    import json as jsonlib
+
+    from conftest import lifespan
+
+    from pipecd.app import create_app
+    from pipecd.runtime import mint_token
+
+    marker = "disconnect_marker_5b1e"
+
+    async def slow(uow: Any, query: str, **_: Any) -> list[Any]:
+        await uow.one(f"select pg_sleep(30) as {marker}")
+        return []
+
+    monkeypatch.setattr(search_service, "search", slow)
+    app = create_app(settings)
+    bob = company.people["bob"]
+    body = jsonlib.dumps({"query": '{ search(query: "acme") { id } }'}).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/graphql", "raw_path": b"/graphql", "query_string": b"", "root_path": "",
+        "server": ("testserver", 80), "client": ("127.0.0.1", 5000),
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"authorization", f"Bearer {mint_token(settings, bob.id, bob.email)}".encode())],
+    }
+    leave = asyncio.Event()
+    delivered = False
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with lifespan(app):
+        request = asyncio.create_task(app(scope, receive, send))
+        for _ in range(100):
+            if [r for r in running(admin, marker) if r[1] == "active"]:
+                break
+            await asyncio.sleep(0.05)
+        assert [r for r in running(admin, marker) if r[1] == "active"], "the statement never started"
+        leave.set()
+        await asyncio.wait_for(request, 5)
+        await asyncio.sleep(0.2)
+        assert [r for r in running(admin, marker) if r[1] == "active"] == []
+    assert sent == []  # nobody to answer
