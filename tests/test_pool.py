@@ -173,3 +173,24 @@ async def test_pool_wait_is_short_and_ends_in_pool_exhausted(app_url, company):
         await asyncio.gather(*tasks)
     finally:
         await db.close()
+
+
+async def test_an_exhausted_pool_answers_mcp_http_503_with_retry_after(small_api, company):
+    api, app = small_api
+    release = asyncio.Event()
+    tasks = await hold(app.state.db, company, POOL, release)
+    try:
+        started = time.monotonic()
+        response = await api.client.post(
+            "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Authorization": f"Bearer {api.token('bob')}", "Host": "127.0.0.1:8000",
+                     "Accept": "application/json, text/event-stream"},
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        await asyncio.gather(*tasks)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert elapsed < 5
