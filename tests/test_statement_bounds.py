@@ -17,21 +17,37 @@ from mcp_server.server import create_server
 from services.kernel.errors import Invalid, Unavailable
 from services.kernel.principal import Channel
 from services.kernel.schemas import MAX_SEARCH_TEXT, RecordFilter
-from services.kernel.uow import Database, StatementTimeout
+from services.kernel.uow import Database, StatementTimeout, UnitOfWork
 from services.search import service as search_service
 
 LONG = "acme " * 2000  # 10,000 characters
 
 
-async def test_graphql_search_refuses_text_over_the_cap(api):
+@pytest.fixture
+def searches(monkeypatch) -> list[str]:
+    """The search statements the app sends (the trigram match is what costs)."""
+    sent: list[str] = []
+    execute = UnitOfWork._execute
+
+    async def spy(self: UnitOfWork, query: str, params: Any) -> Any:
+        if "word_similarity" in query:
+            sent.append(query)
+        return await execute(self, query, params)
+
+    monkeypatch.setattr(UnitOfWork, "_execute", spy)
+    return sent
+
+
+async def test_graphql_search_refuses_text_over_the_cap(api, searches):
     body = await api.query("query($q: String!) { search(query: $q) { id } }", {"q": LONG})
+    assert searches == []
     assert body["data"] is None
     [error] = body["errors"]
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "query"}
     assert error["message"] == f"search text must be at most {MAX_SEARCH_TEXT} characters"
 
 
-async def test_mcp_search_refuses_text_over_the_cap(db, company: Company):
+async def test_mcp_search_refuses_text_over_the_cap(db, company: Company, searches):
     principal = company.principal("bob", channel=Channel.MCP)
 
     async def caller() -> Any:
@@ -43,15 +59,18 @@ async def test_mcp_search_refuses_text_over_the_cap(db, company: Company):
     text = result.content[0].text
     assert text.startswith("[invalid]"), text
     assert "query" in text and str(MAX_SEARCH_TEXT) in text
+    assert searches == []
 
 
-async def test_the_service_refuses_long_search_text_before_any_search_sql(actors):
+async def test_the_service_refuses_long_search_text_before_any_search_sql(actors, searches):
     async with actors.uow("bob") as uow:
         with pytest.raises(Invalid) as caught:
             await search_service.search(uow, "x" * (MAX_SEARCH_TEXT + 1))
         assert caught.value.field == "query"
+        assert searches == []
         # exactly at the cap is fine
         assert await search_service.search(uow, "x" * MAX_SEARCH_TEXT) == []
+        assert len(searches) == 1
 
 
 def test_text_filters_share_the_search_cap():
