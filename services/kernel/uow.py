@@ -8,6 +8,7 @@ in the same transaction. Services never commit: leaving the `async with` block d
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -219,14 +220,15 @@ class Database:
 
         A task cancelled mid-statement has psycopg cancel that statement on the server before the connection
         goes back to the pool, so a dropped request leaves nothing running."""
-        if _holding.get():
+        task = asyncio.current_task()
+        if task is not None and _holding.get() is task:
             raise NestedUnitOfWork()
         try:
             manager = self._pool.connection(timeout=self.pool_timeout)
             conn = await manager.__aenter__()
         except PoolTimeout as exc:
             raise PoolExhausted(self.pool_timeout) from exc
-        _holding.set(True)
+        _holding.set(task)
         try:
             yield conn
         except BaseException as exc:
@@ -235,7 +237,7 @@ class Database:
         else:
             await manager.__aexit__(None, None, None)
         finally:
-            _holding.set(False)
+            _holding.set(None)
 
     def _limits(self) -> str:
         return f"{max(1, round(self.statement_timeout * 1000))}ms"
@@ -273,11 +275,11 @@ class Database:
             yield UnitOfWork(conn, _placeholder_principal(claims))
 
 
-# Whether the current task holds a pool connection. Set and cleared with set() (not reset(token)): a unit of
-# work may be left in another task than the one that entered it (a request's exit stack), where a token from
-# the entering task's context is not valid. Tasks start with a copy of their parent's: a task started while
-# its parent holds a connection, and awaited by it, waits on the parent's behalf, so it is refused as well.
-_holding: ContextVar[bool] = ContextVar("pipecd_holding_connection", default=False)
+# The task that holds a pool connection, if this context's task does. Set and cleared with set() (not
+# reset(token)): a unit of work may be left in another task than the one that entered it (a request's exit
+# stack), where a token from the entering task's context is not valid. Tasks start with a copy of their
+# parent's context, hence the task itself is stored: a task started by a holder is free to open its own.
+_holding: ContextVar[asyncio.Task[Any] | None] = ContextVar("pipecd_holding_connection", default=None)
 
 
 class NestedUnitOfWork(RuntimeError):
