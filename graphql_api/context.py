@@ -34,6 +34,7 @@ class Context(BaseContext):
     stack: AsyncExitStack
     loaders: Loaders = field(init=False)
     _read: UnitOfWork | None = None
+    _read_stack: AsyncExitStack | None = None
     _opening_read: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -53,14 +54,28 @@ class Context(BaseContext):
         for it, instead of each opening (and holding until the request ends) a pool connection of its own."""
         async with self._opening_read:
             if self._read is None:
-                self._read = await self.stack.enter_async_context(self.db.unit_of_work(self.principal))
+                reading = AsyncExitStack()
+                self._read = await reading.enter_async_context(self.db.unit_of_work(self.principal))
+                self._read_stack = reading
+                self.stack.push_async_callback(self._end_read)
         return self._read
+
+    async def _end_read(self) -> None:
+        reading, self._read, self._read_stack = self._read_stack, None, None
+        if reading is not None:
+            await reading.aclose()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[UnitOfWork]:
         """A transaction of its own for one mutation: committed when the mutation returns. The request's loaders
-        then start afresh, so the fields of this mutation and of later ones in the document see the change
-        (the read transaction is READ COMMITTED: its next statement sees the commit)."""
+        then start afresh, so the fields of this mutation and of later ones in the document see the change.
+
+        The read transaction (opened by an earlier mutation's fields) is ended first: mutations run one after
+        another, so nothing is using it, and waiting for the write's connection while holding the read's is
+        how a handful of such documents at once would hold every connection of the pool and wait forever.
+        The next field that reads opens a fresh one."""
+        async with self._opening_read:
+            await self._end_read()
         async with self.db.unit_of_work(self.principal) as uow:
             yield uow
         self.loaders = Loaders(self.read)

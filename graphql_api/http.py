@@ -6,6 +6,8 @@ execution do."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -20,7 +22,7 @@ from strawberry.types.unset import UNSET
 
 from graphql_api.context import Authenticate, AuthenticationFailed, context_getter
 from graphql_api.schema import Limits, build_schema
-from services.kernel.errors import RateLimited
+from services.kernel.errors import RateLimited, Unavailable
 from services.kernel.uow import Database
 
 PATH = "/graphql"
@@ -75,6 +77,73 @@ class _TooLarge(Exception):
     pass
 
 
+class CancelOnDisconnect:
+    """Cancel a GraphQL request's work when its client goes away before the answer is sent.
+
+    Servers do not do this by themselves: uvicorn only reports the disconnect to a `receive()` call, which
+    nobody makes once the body has been read, so an abandoned request would run its statements to the end.
+    Once the body is in, this watches for `http.disconnect` and cancels the request's task; cancelling a unit
+    of work cancels its running statement on the server (psycopg) before the connection goes back to the pool.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PATH):
+            await self.app(scope, receive, send)
+            return
+        body_read = asyncio.Event()
+        gone = asyncio.Event()
+        answered = False
+
+        async def receiving() -> Message:
+            if body_read.is_set():  # the app asks again (e.g. "is the client still there?"): wait for the end
+                await gone.wait()
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                body_read.set()
+            if message["type"] == "http.disconnect":
+                gone.set()
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        work = asyncio.create_task(self.app(scope, receiving, sending))
+        try:
+            reading = asyncio.create_task(body_read.wait())
+            await asyncio.wait([work, reading], return_when=asyncio.FIRST_COMPLETED)
+            reading.cancel()
+            if not work.done():
+                watching = asyncio.create_task(self._watch(receive, gone))
+                await asyncio.wait([work, watching], return_when=asyncio.FIRST_COMPLETED)
+                if not work.done() and gone.is_set() and not answered:
+                    work.cancel()
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+        finally:
+            if not work.done() and not gone.is_set():  # we are cancelled ourselves (shutdown): so is the work
+                work.cancel()
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not gone.is_set():
+                raise
+
+    @staticmethod
+    async def _watch(receive: Receive, gone: asyncio.Event) -> None:
+        while True:
+            if (await receive())["type"] == "http.disconnect":
+                gone.set()
+                return
+
+
 # Strawberry's reason for a JSON array of operations (batching is off: one request, one operation, one cost).
 _BATCH_REFUSED = "Batching is not enabled"
 _CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
@@ -98,8 +167,26 @@ def json_depth_within(value: Any, limit: int) -> bool:
     return True
 
 
+# How long a client is asked to wait before retrying an UNAVAILABLE answer (overload passes in seconds).
+RETRY_AFTER_SECONDS = 2
+
+
+def _unavailable(response_data: Any) -> bool:
+    errors = response_data.get("errors") if isinstance(response_data, dict) else None
+    return any((e.get("extensions") or {}).get("code") == "UNAVAILABLE" for e in errors or ())
+
+
 class _Router(GraphQLRouter):
-    """Strawberry answers the requests it refuses before executing in plain text; ours get a GraphQL body."""
+    """Strawberry answers the requests it refuses before executing in plain text; ours get a GraphQL body.
+
+    An answer with an UNAVAILABLE error (the database is overloaded or took too long) is an HTTP 503 with
+    Retry-After, so clients and proxies back off instead of reading it as success."""
+
+    def create_response(self, response_data: Any, sub_response: Any) -> Any:
+        if _unavailable(response_data):
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return super().create_response(response_data, sub_response)
 
     def decode_json(self, data: str | bytes) -> object:
         too_deep = HTTPException(400, f"the request's JSON nests deeper than {MAX_JSON_DEPTH} levels")
@@ -157,6 +244,7 @@ def install(
     router.routes = [route for route in router.routes if not isinstance(route, APIWebSocketRoute)]
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(CancelOnDisconnect)
 
     @app.exception_handler(AuthenticationFailed)
     async def unauthenticated(_: Request, exc: AuthenticationFailed) -> JSONResponse:
@@ -173,4 +261,13 @@ def install(
             graphql_error_body(exc.message, "RATE_LIMITED", retryAfter=exc.retry_after),
             status_code=429,
             headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        """Raised before any resolver runs (authentication could not reach the database)."""
+        return JSONResponse(
+            graphql_error_body(exc.message, "UNAVAILABLE"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )

@@ -8,20 +8,53 @@ protected resource metadata at `/.well-known/oauth-protected-resource/mcp` namin
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server.auth import REQUIRED_SCOPES, Authenticate, CrmTokenVerifier, caller_from_request
 from mcp_server.server import DEFAULT_RATE_LIMIT, CrmServer, create_server
+from services.kernel.errors import Unavailable
 from services.kernel.ratelimit import RateLimit
 from services.kernel.uow import Database
 
 PATH = "/mcp"
+
+# How long a client is asked to wait before retrying when the server is overloaded.
+RETRY_AFTER_SECONDS = 2
+
+
+class UnavailableAnswer:
+    """A 503 with Retry-After when the database cannot serve a request before it reached a tool, i.e. while
+    its bearer token is turned into a user (tools answer `[unavailable]` themselves). Without it the
+    authentication middleware's error would be a bare 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Unavailable as exc:
+            if started or scope["type"] != "http":
+                raise
+            body = json.dumps({"error": "temporarily_unavailable", "error_description": exc.message}).encode()
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(RETRY_AFTER_SECONDS).encode())]})
+            await send({"type": "http.response.body", "body": body})
 
 
 @dataclass(frozen=True)
@@ -67,4 +100,5 @@ def build(db: Database, authenticate: Authenticate, options: HttpOptions) -> Mou
             allowed_origins=options.allowed_origins,
         ),
     )
+    app.add_middleware(UnavailableAnswer)  # outermost of its middleware: around the bearer-token check
     return Mounted(server, app)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +31,12 @@ from mcp_server.safety import as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS
 from services.audit import service as audit
-from services.kernel.errors import ServiceError
+from services.kernel.errors import ServiceError, Unavailable
 from services.kernel.principal import Principal
 from services.kernel.ratelimit import RateLimit
 from services.kernel.uow import Database
+
+log = logging.getLogger("pipecd.mcp")
 
 DEFAULT_RATE_LIMIT = "120/minute"
 SURFACE = "mcp"  # the budget's name in the rate limit store
@@ -142,12 +145,16 @@ class CrmServer(MCPServer[Any]):
             raise
         finally:
             current_call.reset(token)
-            async with self._db.unit_of_work(caller) as uow:
-                if name in self._crm_tools:
-                    await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
-                else:  # a name made up by the client is not an operation: recorded as such, cut short
-                    await audit.record_tool_call(uow, UNKNOWN_TOOL, arguments_sha256(arguments), outcome,
-                                                 requested=name[:NAME_KEPT])
+            try:
+                async with self._db.unit_of_work(caller) as uow:
+                    if name in self._crm_tools:
+                        await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
+                    else:  # a name made up by the client is not an operation: recorded as such, cut short
+                        await audit.record_tool_call(uow, UNKNOWN_TOOL, arguments_sha256(arguments), outcome,
+                                                     requested=name[:NAME_KEPT])
+            except Unavailable:
+                # An overloaded database must not turn the call's own answer into a protocol error.
+                log.error("tool call %s by %s not recorded: %s", name, caller.user_id, outcome, exc_info=True)
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None

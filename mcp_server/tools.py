@@ -34,6 +34,7 @@ from services.deletion import service as deletion
 from services.deletion.schemas import DeletableType, DeletionPreview
 from services.kernel.errors import Invalid
 from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
+from services.kernel.schemas import MAX_SEARCH_TEXT
 from services.kernel.uow import UnitOfWork
 from services.leads import service as leads
 from services.leads.schemas import ConversionResult, Lead, LeadConversion, LeadCreate, LeadFilter
@@ -86,7 +87,7 @@ async def whoami(uow: UnitOfWork) -> Me:
 @crm_tool(TOOLS, title="Search the CRM", calls=search_service.search, read_only=True)
 async def search(
     uow: UnitOfWork,
-    query: Annotated[str, Field(min_length=2, max_length=200, description="Name, email, domain or title.")],
+    query: Annotated[str, Field(min_length=2, max_length=MAX_SEARCH_TEXT, description="Name, email, domain or title.")],
     types: Annotated[
         list[SearchType] | None, Field(description="Only these record types; default: all you may read.")
     ] = None,

@@ -61,7 +61,11 @@ def prepare_database(settings: Settings) -> str:
 
 def database(settings: Settings, admin: str) -> Database:
     return Database(
-        app_url(settings, admin), max_size=settings.db_pool_max, prepare=settings.db_prepare_statements
+        app_url(settings, admin),
+        max_size=settings.db_pool_max,
+        prepare=settings.db_prepare_statements,
+        pool_timeout=settings.db_pool_timeout,
+        statement_timeout=settings.db_statement_timeout,
     )
 
 

@@ -58,6 +58,18 @@ class Settings(BaseSettings):
         description="Server-side prepared statements; turn off behind a transaction-mode pooler.",
     )
     db_pool_max: int = Field(10, validation_alias=AliasChoices("PIPECD_DB_POOL_MAX"), ge=1)
+    db_pool_timeout: float = Field(
+        5.0,
+        validation_alias=AliasChoices("PIPECD_DB_POOL_TIMEOUT"),
+        gt=0,
+        description="Seconds a request waits for a free database connection before answering 'unavailable'.",
+    )
+    db_statement_timeout: float = Field(
+        8.0,
+        validation_alias=AliasChoices("PIPECD_DB_STATEMENT_TIMEOUT"),
+        gt=0,
+        description="Seconds any one statement of the app may run (as Supabase's `authenticated` role).",
+    )
 
     jwt_secret: SecretStr | None = Field(
         None,

@@ -528,7 +528,8 @@ async def deals_page_statements(api: Api, statements: list[str], count: int) -> 
 # Authentication (5) and the request's read transaction (9): one query per relation, however many deals.
 STATEMENTS = [
     "BEGIN",
-    "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
+    "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true),"
+    " set_config('statement_timeout', %s, true)",
     "set transaction read only",
     "select p.email, array(select r.role from public.user_roles r where r.user_id = p.id) as roles, array(select"
     " m.team_id from public.team_members m where m.user_id = p.id) as team_ids from public.user_profiles p where"
@@ -536,7 +537,7 @@ STATEMENTS = [
     "COMMIT",
     "BEGIN",
     "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
-    " set_config('pipecd.channel', %s, true)",
+    " set_config('pipecd.channel', %s, true), set_config('statement_timeout', %s, true)",
     "select count(*) as n from public.deals t left join public.stages s on s.id = t.stage_id where true",
     "select t.*, s.win_probability as stage_probability from public.deals t left join public.stages s on s.id ="
     " t.stage_id where true and true order by t.created_at desc, t.id desc limit %s",

@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from services.kernel.inputs import checked_text, utc
 from services.kernel.records import Visibility
 
+# The longest free text a search or a text filter takes, on every surface. Matching costs grow with the
+# length of the text (trigram similarity against every candidate row), so this bounds the work of one request.
+MAX_SEARCH_TEXT = 200
+
 
 class Input(BaseModel):
     """The base of every input model. Its text fields are single lines (names, titles, subjects: line breaks
@@ -51,7 +55,9 @@ class RecordFilter(Input):
     owner_id: UUID | None = Field(None, description="Only records owned by this user.")
     team_id: UUID | None = Field(None, description="Only records whose owner is in this team.")
     updated_since: datetime | None = Field(None, description="Only records changed at or after this time.")
-    text: str | None = Field(None, min_length=1, max_length=200, description="Case-insensitive text match.")
+    text: str | None = Field(
+        None, min_length=1, max_length=MAX_SEARCH_TEXT, description="Case-insensitive text match."
+    )
 
 
 def filter_conditions(f: RecordFilter, *, owner_column: str = "owner_id") -> tuple[list[str], list[Any]]:

@@ -8,9 +8,11 @@ in the same transaction. Services never commit: leaving the `async with` block d
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -19,10 +21,10 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic_core import to_jsonable_python
 
-from services.kernel.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
+from services.kernel.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unavailable
 from services.kernel.principal import AnyPrincipal, Principal, SystemPrincipal
 
 Row = dict[str, Any]
@@ -116,7 +118,24 @@ def domain_error(exc: psycopg.Error) -> ServiceError | None:
         return Invalid(exc.diag.message_primary or str(exc))
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return Conflict("a concurrent change got in the way; try again")
+    if isinstance(exc, pg_errors.QueryCanceled) and "statement timeout" in str(exc.diag.message_primary or ""):
+        return StatementTimeout()
     return None
+
+
+class StatementTimeout(Unavailable):
+    """A statement ran past the database's statement_timeout and was stopped: the request was too costly."""
+
+    def __init__(self) -> None:
+        super().__init__("the database stopped this request because it took too long; ask for less")
+
+
+class PoolExhausted(Unavailable):
+    """No database connection became free within the pool wait: the server is overloaded for now."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"the server is busy: no database connection became free within {waited:g} s")
+        self.retry_after = max(1, round(waited))
 
 
 def audit_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -134,9 +153,27 @@ def audit_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 
 
 class Database:
-    """A pool of connections logged in as `authenticator` (never a superuser)."""
+    """A pool of connections logged in as `authenticator` (never a superuser).
 
-    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10, prepare: bool = True) -> None:
+    Waiting for a connection is short (`pool_timeout`) and ends in `PoolExhausted`, so an overloaded server
+    says so at once instead of holding every caller for half a minute. Every statement inside a unit of work
+    is bounded by `statement_timeout` (seconds), whatever its shape. A task never holds two connections at
+    once: a second unit of work opened while the first is open would wait for the pool while holding a
+    connection, and enough such tasks at once starve it; it is refused (`NestedUnitOfWork`) instead.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepare: bool = True,
+        pool_timeout: float = 5.0,
+        statement_timeout: float = 8.0,
+    ) -> None:
+        self.pool_timeout = pool_timeout
+        self.statement_timeout = statement_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
             conninfo,
             connection_class=psycopg.AsyncConnection[Row],
@@ -175,16 +212,44 @@ class Database:
         await self.close()
 
     @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
+        """A pool connection for this task, which must not hold one already (see the class docstring).
+
+        A task cancelled mid-statement has psycopg cancel that statement on the server before the connection
+        goes back to the pool, so a dropped request leaves nothing running."""
+        task = asyncio.current_task()
+        if task is not None and _holding.get() is task:
+            raise NestedUnitOfWork()
+        try:
+            manager = self._pool.connection(timeout=self.pool_timeout)
+            conn = await manager.__aenter__()
+        except PoolTimeout as exc:
+            raise PoolExhausted(self.pool_timeout) from exc
+        _holding.set(task)
+        try:
+            yield conn
+        except BaseException as exc:
+            if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await manager.__aexit__(None, None, None)
+        finally:
+            _holding.set(None)
+
+    def _limits(self) -> str:
+        return f"{max(1, round(self.statement_timeout * 1000))}ms"
+
+    @asynccontextmanager
     async def unit_of_work(self, principal: AnyPrincipal) -> AsyncIterator[UnitOfWork]:
         """One transaction as `principal`; commits on normal exit, rolls back on any exception."""
         role = "service_role" if isinstance(principal, SystemPrincipal) else "authenticated"
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             try:
                 async with conn.transaction():
                     await conn.execute(
                         "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
-                        " set_config('pipecd.channel', %s, true)",
-                        [json.dumps(principal.claims()), role, principal.channel.value],
+                        " set_config('pipecd.channel', %s, true), set_config('statement_timeout', %s, true)",
+                        [json.dumps(principal.claims()), role, principal.channel.value, self._limits()],
                     )
                     uow = UnitOfWork(conn, principal)
                     yield uow
@@ -197,13 +262,33 @@ class Database:
     @asynccontextmanager
     async def claims_transaction(self, claims: Mapping[str, Any]) -> AsyncIterator[UnitOfWork]:
         """A read-only transaction as raw token claims, before a Principal exists (used to build one)."""
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(
-                "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
-                [json.dumps(dict(claims))],
+                "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true),"
+                " set_config('statement_timeout', %s, true)",
+                [json.dumps(dict(claims)), self._limits()],
             )
             await conn.execute("set transaction read only")
             yield UnitOfWork(conn, _placeholder_principal(claims))
+
+
+# The task that holds a pool connection, if this context's task does. Set and cleared with set() (not
+# reset(token)): a unit of work may be left in another task than the one that entered it (a request's exit
+# stack), where a token from the entering task's context is not valid. Tasks start with a copy of their
+# parent's context, hence the task itself is stored: a task started by a holder is free to open its own.
+_holding: ContextVar[asyncio.Task[Any] | None] = ContextVar("pipecd_holding_connection", default=None)
+
+
+class NestedUnitOfWork(RuntimeError):
+    """A unit of work was opened while the same task already holds one.
+
+    Waiting for a second connection while holding one is how a pool starves: enough such callers at once
+    hold every connection and all wait for one more. Finish (or reuse) the open unit of work first."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a unit of work was opened while this task already holds one; finish or reuse the open one first"
+        )
 
 
 def _placeholder_principal(claims: Mapping[str, Any]) -> Principal:

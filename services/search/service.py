@@ -9,7 +9,7 @@ from __future__ import annotations
 from services.kernel.errors import Forbidden, Invalid
 from services.kernel.inputs import text_argument
 from services.kernel.permissions import Perm, requires
-from services.kernel.schemas import escape_like
+from services.kernel.schemas import MAX_SEARCH_TEXT, escape_like
 from services.kernel.uow import UnitOfWork
 from services.search.schemas import SearchHit, SearchType
 
@@ -47,6 +47,8 @@ async def search(
 ) -> list[SearchHit]:
     """Find records by name, email, domain or title. Each type needs its own read permission
     (contacts:read for persons and organizations, deals:read, leads:read); unreadable types are skipped."""
+    if len(query) > MAX_SEARCH_TEXT:
+        raise Invalid(f"search text must be at most {MAX_SEARCH_TEXT} characters", field="query")
     query = text_argument(query, "query")
     text = " ".join(query.split()).lower()
     if len(text) < 2:
