@@ -116,7 +116,7 @@ async def test_a_statement_timeout_in_graphql_is_unavailable_not_internal(api, m
         return []
 
     monkeypatch.setattr(search_service, "search", slow)
-    monkeypatch.setattr(Database, "_limits", lambda self: "100ms")
+    monkeypatch.setattr(Database, "_timeout_setting", lambda self: "100ms")
     response = await api.post('{ search(query: "acme") { id } }')
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "2"

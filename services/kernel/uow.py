@@ -236,7 +236,7 @@ class Database:
         finally:
             _holding.set(None)
 
-    def _limits(self) -> str:
+    def _timeout_setting(self) -> str:
         return f"{max(1, round(self.statement_timeout * 1000))}ms"
 
     @asynccontextmanager
@@ -249,7 +249,7 @@ class Database:
                     await conn.execute(
                         "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
                         " set_config('pipecd.channel', %s, true), set_config('statement_timeout', %s, true)",
-                        [json.dumps(principal.claims()), role, principal.channel.value, self._limits()],
+                        [json.dumps(principal.claims()), role, principal.channel.value, self._timeout_setting()],
                     )
                     uow = UnitOfWork(conn, principal)
                     yield uow
@@ -266,7 +266,7 @@ class Database:
             await conn.execute(
                 "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true),"
                 " set_config('statement_timeout', %s, true)",
-                [json.dumps(dict(claims)), self._limits()],
+                [json.dumps(dict(claims)), self._timeout_setting()],
             )
             await conn.execute("set transaction read only")
             yield UnitOfWork(conn, _placeholder_principal(claims))
