@@ -130,6 +130,59 @@ class Settings(BaseSettings):
         "(one budget shared by every process and replica).",
     )
 
+    # Workflows: which engine runs the Inngest functions, and the functions' own settings.
+    workflows: Literal["auto", "embedded", "inngest", "off"] = Field(
+        "auto",
+        validation_alias=AliasChoices("PIPECD_WORKFLOWS"),
+        description="Which engine runs the workflow functions: 'inngest' (Inngest Cloud or a self-hosted Inngest, "
+        "configured by the INNGEST_* variables), 'embedded' (the built-in runner on PipeCD's own database), 'off' "
+        "(events stay in the outbox). 'auto': inngest when any INNGEST_* variable below is set, else embedded.",
+    )
+    inngest_event_key: SecretStr | None = Field(None, validation_alias=AliasChoices("INNGEST_EVENT_KEY"))
+    inngest_signing_key: SecretStr | None = Field(None, validation_alias=AliasChoices("INNGEST_SIGNING_KEY"))
+    inngest_base_url: str | None = Field(None, validation_alias=AliasChoices("INNGEST_BASE_URL"))
+    inngest_dev: str | None = Field(None, validation_alias=AliasChoices("INNGEST_DEV"))
+    inngest_unauthed_sync: bool = Field(
+        False,
+        validation_alias=AliasChoices("PIPECD_INNGEST_UNAUTHED_SYNC"),
+        description="Let an unsigned PUT to /api/inngest sync the app (some self-hosted setups sync that way). "
+        "The registered URL stays pinned to PIPECD_PUBLIC_URL either way.",
+    )
+    relay_interval: float = Field(
+        2.0,
+        validation_alias=AliasChoices("PIPECD_RELAY_INTERVAL"),
+        gt=0,
+        description="Seconds between outbox sweeps; a commit wakes the relay at once in between.",
+    )
+    outbox_retention_days: int = Field(
+        7, validation_alias=AliasChoices("PIPECD_OUTBOX_RETENTION_DAYS"), ge=1,
+        description="Days a dispatched outbox row is kept before the daily maintenance prunes it.",
+    )
+    runs_retention_days: int = Field(
+        14, validation_alias=AliasChoices("PIPECD_RUNS_RETENTION_DAYS"), ge=1,
+        description="Days the embedded runner keeps finished runs (completed or failed) with their steps.",
+    )
+    idempotency_retention_days: int = Field(
+        30, validation_alias=AliasChoices("PIPECD_IDEMPOTENCY_RETENTION_DAYS"), ge=1,
+        description="Days an idempotency key is remembered: a retry with the same key within them has one effect.",
+    )
+    followup_days: int = Field(
+        2, validation_alias=AliasChoices("PIPECD_FOLLOWUP_DAYS"), ge=0, le=365,
+        description="A new deal's owner gets a follow-up task due this many days later; 0 turns it off.",
+    )
+    reminder_cron: str = Field(
+        "*/5 * * * *", validation_alias=AliasChoices("PIPECD_REMINDER_CRON"),
+        description="When activity reminders are checked (cron, UTC).",
+    )
+    maintenance_cron: str = Field(
+        "17 3 * * *", validation_alias=AliasChoices("PIPECD_MAINTENANCE_CRON"),
+        description="When the daily maintenance runs (cron, UTC).",
+    )
+    workflow_backoff_scale: float = Field(
+        1.0, validation_alias=AliasChoices("PIPECD_WORKFLOW_BACKOFF_SCALE"), ge=0,
+        description="The embedded runner's retry delays are Inngest's table times this (0: retry at once).",
+    )
+
     @field_validator("mcp_rate_limit", "graphql_rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
@@ -183,6 +236,13 @@ class Settings(BaseSettings):
         if not self.is_production:
             origins += ["http://127.0.0.1:*", "http://localhost:*"]
         return list(dict.fromkeys(origins))
+
+    @property
+    def workflow_engine(self) -> Literal["embedded", "inngest", "off"]:
+        if self.workflows != "auto":
+            return self.workflows
+        configured = (self.inngest_event_key, self.inngest_signing_key, self.inngest_base_url, self.inngest_dev)
+        return "inngest" if any(v is not None for v in configured) else "embedded"
 
     @property
     def is_production(self) -> bool:
