@@ -1,14 +1,14 @@
 """The ASGI app factory: one FastAPI app, one lifespan that opens what each surface needs, health endpoints.
 
 GraphQL at /graphql, the MCP server at /mcp (mounted last, at the root, since it also serves the OAuth
-protected resource metadata under /.well-known/). The Inngest endpoint (/api/inngest) joins them when it
-exists, adding what it needs to `lifespan` below.
+protected resource metadata under /.well-known/). The workflow engine runs in the lifespan: the outbox relay,
+and the embedded runner unless Inngest is configured (then Inngest calls /api/inngest).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from functools import partial
 
 from fastapi import FastAPI
@@ -43,11 +43,13 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
         ),
     )
 
+    engine = runtime.workflows(settings, db)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await db.open()
         try:
-            async with mcp.running():
+            async with mcp.running(), engine.running() if engine else nullcontext():
                 yield
         finally:
             await db.close()

@@ -21,6 +21,8 @@ from services.kernel.principal import Channel, Principal
 from services.kernel.ratelimit import RateLimit, storage
 from services.kernel.tokens import AUDIENCE, TokenVerifier
 from services.kernel.uow import Database
+from workflows import engine as workflow_engine
+from workflows.functions import Config as WorkflowConfig
 
 APP_LOGIN = "authenticator"
 
@@ -139,3 +141,23 @@ async def open_database(settings: Settings, admin: str) -> AsyncIterator[Databas
 
 async def principal_for(db: Database, user_id: UUID, channel: Channel = Channel.CLI) -> Principal:
     return await principal_from_claims(db, {"sub": str(user_id)}, channel)
+
+
+def workflow_config(settings: Settings) -> WorkflowConfig:
+    return WorkflowConfig(
+        followup_days=settings.followup_days,
+        reminder_cron=settings.reminder_cron,
+        maintenance_cron=settings.maintenance_cron,
+        outbox_retention_days=settings.outbox_retention_days,
+        runs_retention_days=settings.runs_retention_days,
+        idempotency_retention_days=settings.idempotency_retention_days,
+    )
+
+
+def workflows(settings: Settings, db: Database) -> workflow_engine.Engine | None:
+    """The engine this process runs (relay, and the runner when embedded); None when workflows are off."""
+    timing = workflow_engine.Timing(relay_interval=settings.relay_interval,
+                                    backoff_scale=settings.workflow_backoff_scale)
+    if settings.workflow_engine == "embedded":
+        return workflow_engine.embedded(db, workflow_config(settings), timing)
+    return None

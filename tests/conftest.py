@@ -266,7 +266,7 @@ def settings(admin_url: str, tmp_path: Path):
 
     return Settings(
         DATABASE_URL=admin_url, PIPECD_STATE_DIR=tmp_path / "state", PIPECD_ENV="test",
-        SUPABASE_JWT_SECRET=TEST_JWT_SECRET,
+        SUPABASE_JWT_SECRET=TEST_JWT_SECRET, PIPECD_WORKFLOWS="off",
     )
 
 

@@ -172,6 +172,7 @@ class Database:
         pool_timeout: float = 5.0,
         statement_timeout: float = 8.0,
     ) -> None:
+        self.conninfo = conninfo
         self.pool_timeout = pool_timeout
         self.statement_timeout = statement_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
