@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from functools import partial
 from typing import Annotated, NoReturn
 
@@ -18,7 +19,9 @@ app = typer.Typer(help="PipeCD: a CRM backend for sales teams and their LLM agen
 db_app = typer.Typer(help="The embedded Postgres (used when DATABASE_URL is not set).", no_args_is_help=True)
 users_app = typer.Typer(help="Users (identities live in Supabase Auth).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+workflows_app = typer.Typer(help="Background work: the outbox relay and the workflow functions.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(workflows_app, name="workflows")
 
 
 def _settings() -> Settings:
@@ -196,6 +199,103 @@ def mcp_tools() -> None:
     from mcp_server.catalog import tools_json
 
     typer.echo(asyncio.run(tools_json()), nl=False)
+
+
+# Workflows ------------------------------------------------------------------------------------------------
+
+
+@workflows_app.command("worker")
+def workflows_worker() -> None:
+    """Relay the outbox (and, with the embedded engine, run the workflow functions) until stopped."""
+    settings = _settings()
+    if settings.workflow_engine == "off":
+        _fail("PIPECD_WORKFLOWS is off: there is nothing to run")
+    admin = runtime.prepare_database(settings)
+
+    async def run() -> None:
+        async with runtime.open_database(settings, admin) as db:
+            engine = runtime.workflows(settings, db)
+            assert engine is not None
+            async with engine.running():
+                typer.echo(f"workflow worker running ({settings.workflow_engine} engine); Ctrl-C stops it", err=True)
+                await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@workflows_app.command("runs")
+def workflows_runs(
+    status: Annotated[str | None, typer.Option(help="Only runs in this state (queued, running, sleeping, "
+                                                    "completed, failed).")] = None,
+    function: Annotated[str | None, typer.Option(help="Only runs of this function (e.g. deal-created-followup).")]
+    = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """List the embedded runner's runs, newest first, with their steps and errors."""
+    from workflows.embedded import operations
+
+    settings = _settings()
+    admin = runtime.prepare_database(settings)
+
+    async def run() -> list[operations.RunView]:
+        async with runtime.open_database(settings, admin) as db:
+            return await operations.list_runs(db, status=status, function=function, limit=limit)
+
+    try:
+        runs = asyncio.run(run())
+    except ValueError as exc:
+        _fail(str(exc))
+    if not runs:
+        typer.echo("no runs", err=True)
+    for view in runs:
+        typer.echo(view.describe())
+
+
+@workflows_app.command("retry")
+def workflows_retry(run_id: Annotated[str, typer.Argument(help="The id of a failed run.")]) -> None:
+    """Queue a failed run again: its finished steps are kept, the failed step runs again."""
+    from workflows.embedded import operations
+
+    settings = _settings()
+    admin = runtime.prepare_database(settings)
+
+    async def run() -> bool:
+        async with runtime.open_database(settings, admin) as db:
+            return await operations.retry(db, run_id)
+
+    try:
+        queued = asyncio.run(run())
+    except ValueError as exc:
+        _fail(str(exc))
+    if not queued:
+        _fail(f"no failed run {run_id}")
+    typer.echo(f"run {run_id} queued again", err=True)
+
+
+@workflows_app.command("send")
+def workflows_send(
+    name: Annotated[str, typer.Argument(help="Event name, e.g. crm/deal.created.")],
+    data: Annotated[str, typer.Option(help="Event data as a JSON object (ids and enums only).")] = "{}",
+    event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: a new one).")] = None,
+) -> None:
+    """(Development) Put an event in the outbox as the system; the relay delivers it like any other."""
+    from workflows.embedded import operations
+
+    settings = _settings()
+    if settings.is_production:
+        _fail("`pipecd workflows send` is for development; PIPECD_ENV is production")
+    admin = runtime.prepare_database(settings)
+
+    async def run() -> str:
+        async with runtime.open_database(settings, admin) as db:
+            return await operations.send(db, name, data, event_id)
+
+    try:
+        sent = asyncio.run(run())
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"event {sent} queued in the outbox", err=True)
 
 
 # Demo and development -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -239,7 +240,7 @@ async def test_parallel_steps_are_planned_and_each_run_on_its_own(harness: Harne
 
 
 async def test_a_concurrency_key_limits_executing_steps_not_sleeping_runs(harness: Harness) -> None:
-    release = asyncio.Event()
+    release, first_started = asyncio.Event(), asyncio.Event()
     started: list[str] = []
 
     def build(client: EmbeddedInngest) -> list[inngest.Function[Any]]:
@@ -249,6 +250,7 @@ async def test_a_concurrency_key_limits_executing_steps_not_sleeping_runs(harnes
             async def work() -> str:
                 started.append(name)
                 if name == "first":
+                    first_started.set()
                     await release.wait()
                 return name
 
@@ -264,8 +266,7 @@ async def test_a_concurrency_key_limits_executing_steps_not_sleeping_runs(harnes
     await harness.send(runner, "test/go", {"user_id": "u-1", "name": "second"}, event_id="e-2")
     await harness.send(runner, "test/go", {"user_id": "u-2", "name": "other"}, event_id="e-3")
     first = asyncio.create_task(runner.run_one())
-    while not started:
-        await asyncio.sleep(0.01)
+    await first_started.wait()
     # while "first" executes its step, only the other user's run may go on (to its sleep)
     assert await runner.drain() == 2
     assert started == ["first", "other"]
@@ -397,3 +398,56 @@ async def test_send_event_goes_through_the_outbox_and_the_relay_to_the_next_func
     first, second = await harness.runs()
     assert (first["output"], second["function_id"], second["output"]) == (["won:d-1"], "pipecd-second", "d-1")
     assert second["idempotency_key"] == "won:d-1"
+
+
+# Durability: a worker process killed with SIGKILL ---------------------------------------------------------
+
+
+async def _wait_for(predicate: Callable[[], Any]) -> None:
+    """Poll what another process does (no event crosses the process boundary)."""
+    async with asyncio.timeout(20):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_a_worker_killed_between_a_steps_response_and_its_commit_reruns_only_that_step(
+    harness: Harness, app_url: str, admin, tmp_path
+) -> None:
+    import os
+    import sys
+
+    import psycopg
+    from workflow_worker import journal_functions
+
+    log = tmp_path / "journal.log"
+    log.touch()
+    tests = Path(__file__).parent
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, str(tests / "workflow_worker.py"), app_url, str(log), "1.0",
+        cwd=tests.parent, env={**os.environ, "PYTHONPATH": f"{tests}{os.pathsep}{tests.parent}"},
+    )
+    try:
+        here = await harness.start(lambda client: journal_functions(client, log), lease=1.0)
+        await harness.send(here, "test/journal", {})
+        await _wait_for(lambda: log.read_text().splitlines() == ["one", "two"])  # step two runs in the worker
+        run_id = (await harness.one_run())["id"]
+        with psycopg.connect(str(admin.info.dsn)) as blocker:
+            # hold the run's row: the worker's commit of step two waits behind it
+            blocker.execute("select 1 from runner.runs where id = %s for update", [run_id])
+            log.with_suffix(".go").touch()
+            await _wait_for(lambda: admin.execute(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                " and query like '%%from runner.runs where id = %%for update%%'").fetchone()[0] == 1)
+            worker.kill()  # SIGKILL, while it waits to commit step two
+            await worker.wait()
+            blocker.rollback()
+        assert await harness.steps(run_id) == [("StepRun", "one", "one")]  # step two's result was never stored
+        await asyncio.sleep(1.2)  # the dead worker's lease runs out
+        await here.drain()
+        run = await harness.one_run()
+        assert (run["status"], run["output"]) == ("completed", "done")
+        assert log.read_text().splitlines() == ["one", "two", "two"]  # two ran again, one did not
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()

@@ -122,7 +122,7 @@ class Relay:
                     """
                     update public.outbox
                     set attempts = attempts + 1, last_error = left(%s, 1000),
-                        next_attempt_at = now() + least(power(2, attempts) * interval '1 second', %s)
+                        next_attempt_at = clock_timestamp() + least(power(2, attempts) * interval '1 second', %s)
                     where id = any(%s)
                     """,
                     [f"{type(exc).__name__}: {exc}", MAX_BACKOFF, ids],
@@ -144,8 +144,7 @@ class Relay:
                     await self.drain()
                 except Exception:  # e.g. the database is away for a moment: the next sweep tries again
                     log.exception("outbox relay: sweep failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                await _first_of(self._wake, stop, seconds=self.interval)
         finally:
             if listener is not None:
                 listener.cancel()
@@ -164,3 +163,13 @@ class Relay:
                 log.warning("outbox relay: LISTEN failed (%s); sweeping every %g s", exc, self.interval)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(self.interval, 5.0))
+
+
+async def _first_of(*events: asyncio.Event, seconds: float) -> None:
+    """Wait until any of `events` is set, or `seconds` have passed."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

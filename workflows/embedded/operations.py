@@ -1,0 +1,97 @@
+"""What an operator does with the embedded runner's runs: look at them, queue a failed one again, and (in
+development) put an event in the outbox by hand."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from psycopg.types.json import Jsonb
+
+from services.kernel.errors import ServiceError
+from services.kernel.uow import Database
+from workflows.acting import SYSTEM
+from workflows.embedded.runner import requeue
+from workflows.functions import APP_ID
+
+STATUSES = ("queued", "running", "sleeping", "completed", "failed")
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: UUID
+    function_id: str
+    status: str
+    event_name: str
+    created_at: datetime
+    ended_at: datetime | None
+    error: dict[str, Any] | None
+    steps: list[dict[str, Any]]
+
+    def describe(self) -> str:
+        """A few lines for a terminal: the run, then one line per finished step, then the error."""
+        when = self.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        lines = [f"{self.id}  {self.function_id.removeprefix(APP_ID + '-')}  {self.status}  {self.event_name}  {when}"]
+        for step in self.steps:
+            outcome = f"error: {step['error'].get('message')}" if step["error"] else json.dumps(step["data"])
+            lines.append(f"    {step['op']:<10} {step['name'] or ''}  {outcome[:200]}")
+        if self.error:
+            lines.append(f"    error: {self.error.get('name')}: {self.error.get('message')}")
+        return "\n".join(lines)
+
+
+async def list_runs(db: Database, *, status: str | None, function: str | None, limit: int) -> list[RunView]:
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    function_id = None if function is None else (
+        function if function.startswith(APP_ID + "-") else f"{APP_ID}-{function}")
+    async with db.unit_of_work(SYSTEM) as uow:
+        runs = await uow.all(
+            """
+            select id, function_id, status, event ->> 'name' as event_name, created_at, ended_at, error
+            from runner.runs
+            where (%(status)s::text is null or status = %(status)s)
+              and (%(function)s::text is null or function_id = %(function)s)
+            order by created_at desc, id
+            limit %(limit)s
+            """,
+            {"status": status, "function": function_id, "limit": limit},
+        )
+        steps = await uow.all(
+            "select run_id, op, name, data, error from runner.steps where run_id = any(%s) order by position",
+            [[r["id"] for r in runs]],
+        )
+    by_run: dict[UUID, list[dict[str, Any]]] = {}
+    for step in steps:
+        by_run.setdefault(step["run_id"], []).append(step)
+    return [RunView(**run, steps=by_run.get(run["id"], [])) for run in runs]
+
+
+async def retry(db: Database, run_id: str) -> bool:
+    try:
+        parsed = UUID(run_id)
+    except ValueError as exc:
+        raise ValueError(f"{run_id!r} is not a run id") from exc
+    async with db.unit_of_work(SYSTEM) as uow:
+        return await requeue(uow, parsed)
+
+
+async def send(db: Database, name: str, data: str, event_id: str | None) -> str:
+    """Emit one event as the system (the database checks its name and data like any other); returns its id."""
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--data is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ValueError("--data must be a JSON object")
+    chosen = event_id or str(uuid4())
+    try:
+        async with db.unit_of_work(SYSTEM) as uow:
+            await uow.execute("select private.emit_events(%s)",
+                              [Jsonb([{"id": chosen, "name": name, "data": payload}])])
+    except ServiceError as exc:
+        raise ValueError(str(exc)) from exc
+    return chosen
