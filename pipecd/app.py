@@ -1,8 +1,8 @@
 """The ASGI app factory: one FastAPI app, one lifespan that opens what each surface needs, health endpoints.
 
 GraphQL at /graphql, the MCP server at /mcp (mounted last, at the root, since it also serves the OAuth
-protected resource metadata under /.well-known/). The Inngest endpoint (/api/inngest) joins them when it
-exists, adding what it needs to `lifespan` below.
+protected resource metadata under /.well-known/). The Inngest endpoint (/api/inngest) joins them only when
+Inngest runs the workflows (`PIPECD_WORKFLOWS=inngest`, or any INNGEST_* variable set).
 """
 
 from __future__ import annotations
@@ -13,15 +13,19 @@ from functools import partial
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
 import graphql_api.http
 import mcp_server.http
+import workflows.functions
+import workflows.production
 from graphql_api.schema import Limits
 from pipecd import runtime
 from pipecd.database.migrations import discover
 from pipecd.settings import Settings
 from services.kernel.auth import authenticate
 from services.kernel.principal import Channel
+from services.kernel.uow import Database
 
 
 def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
@@ -84,8 +88,39 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
         ),
         production=settings.is_production,
     )
+    if settings.workflow_engine == "inngest":
+        serve_workflows_on_inngest(app, settings, db)
     app.mount("/", mcp.app)  # last: it answers whatever the routes above do not
     return app
+
+
+def serve_workflows_on_inngest(app: FastAPI, settings: Settings, db: Database) -> None:
+    """Inngest (Cloud or self-hosted) calls the workflow functions at /api/inngest; only this engine has it."""
+    client = workflows.production.inngest_client(
+        event_key=_secret(settings.inngest_event_key),
+        signing_key=_secret(settings.inngest_signing_key),
+        base_url=settings.inngest_base_url,
+        dev=settings.inngest_dev,
+    )
+    config = workflows.functions.Config(
+        followup_days=settings.followup_days,
+        reminder_cron=settings.reminder_cron,
+        maintenance_cron=settings.maintenance_cron,
+        outbox_retention_days=settings.outbox_retention_days,
+        runs_retention_days=settings.runs_retention_days,
+        idempotency_retention_days=settings.idempotency_retention_days,
+    )
+    workflows.production.mount(
+        app,
+        client,
+        workflows.functions.build(client, db, config),
+        serve_origin=settings.public_url,
+        enable_unauthed_sync=settings.inngest_unauthed_sync,
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def app_from_environment() -> FastAPI:
