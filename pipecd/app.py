@@ -2,7 +2,8 @@
 
 GraphQL at /graphql, the MCP server at /mcp (mounted last, at the root, since it also serves the OAuth
 protected resource metadata under /.well-known/). The workflow engine runs in the lifespan: the outbox relay,
-and the embedded runner unless Inngest is configured (then Inngest calls /api/inngest).
+and the embedded runner unless Inngest runs the workflows (`PIPECD_WORKFLOWS=inngest`, or any INNGEST_* variable
+set); then the Inngest endpoint (/api/inngest) joins them, and Inngest calls it.
 """
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from functools import partial
 
+import inngest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import graphql_api.http
 import mcp_server.http
+import workflows.functions
+import workflows.production
 from graphql_api.schema import Limits
 from pipecd import runtime
 from pipecd.database.migrations import discover
 from pipecd.settings import Settings
 from services.kernel.auth import authenticate
 from services.kernel.principal import Channel
+from services.kernel.uow import Database
 
 
 def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
@@ -86,8 +91,21 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
         ),
         production=settings.is_production,
     )
+    if engine is not None and engine.inngest is not None:
+        serve_workflows_on_inngest(app, settings, db, engine.inngest)
     app.mount("/", mcp.app)  # last: it answers whatever the routes above do not
     return app
+
+
+def serve_workflows_on_inngest(app: FastAPI, settings: Settings, db: Database, client: inngest.Inngest) -> None:
+    """Inngest (Cloud or self-hosted) calls the workflow functions at /api/inngest; only this engine has it."""
+    workflows.production.mount(
+        app,
+        client,
+        workflows.functions.build(client, db, runtime.workflow_config(settings)),
+        serve_origin=settings.public_url,
+        enable_unauthed_sync=settings.inngest_unauthed_sync,
+    )
 
 
 def app_from_environment() -> FastAPI:

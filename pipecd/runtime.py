@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
+import inngest
 import jwt
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import SecretStr
 
 from pipecd.database.embedded import EmbeddedPostgres
 from pipecd.database.migrations import migrate
@@ -23,6 +25,7 @@ from services.kernel.tokens import AUDIENCE, TokenVerifier
 from services.kernel.uow import Database
 from workflows import engine as workflow_engine
 from workflows.functions import Config as WorkflowConfig
+from workflows.production import inngest_client as production_inngest_client
 
 APP_LOGIN = "authenticator"
 
@@ -160,4 +163,20 @@ def workflows(settings: Settings, db: Database) -> workflow_engine.Engine | None
                                     backoff_scale=settings.workflow_backoff_scale)
     if settings.workflow_engine == "embedded":
         return workflow_engine.embedded(db, workflow_config(settings), timing)
+    if settings.workflow_engine == "inngest":
+        return workflow_engine.with_inngest(db, inngest_client(settings), timing)
     return None
+
+
+def inngest_client(settings: Settings) -> inngest.Inngest:
+    """The client for Inngest Cloud or a self-hosted Inngest, from the INNGEST_* settings."""
+    return production_inngest_client(
+        event_key=_secret(settings.inngest_event_key),
+        signing_key=_secret(settings.inngest_signing_key),
+        base_url=settings.inngest_base_url,
+        dev=settings.inngest_dev,
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

@@ -31,7 +31,8 @@ class Timing:
 @dataclass
 class Engine:
     relay: Relay
-    runner: Runner | None = None
+    runner: Runner | None = None  # the embedded runner
+    inngest: inngest.Inngest | None = None  # or the client of the Inngest that runs the functions
 
     async def start(self) -> None:
         if self.runner is not None:
@@ -63,4 +64,4 @@ def embedded(db: Database, config: functions.Config, timing: Timing) -> Engine:
 
 def with_inngest(db: Database, client: inngest.Inngest, timing: Timing) -> Engine:
     """Inngest runs the functions (it calls /api/inngest); this process only relays the outbox to it."""
-    return Engine(Relay(db, InngestSink(client), interval=timing.relay_interval))
+    return Engine(Relay(db, InngestSink(client), interval=timing.relay_interval), inngest=client)
