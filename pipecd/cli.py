@@ -322,6 +322,16 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="Create the demo comp
     typer.echo("demo company ready: " + ", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
 
 
+def _workflows_summary(settings: Settings) -> str:
+    engine = settings.workflow_engine
+    if engine == "off":
+        return "off (events stay in the outbox)"
+    where = "the embedded runner" if engine == "embedded" else "Inngest"
+    followup = (f"a follow-up task {settings.followup_days} day(s) after each new deal"
+                if settings.followup_days else "no follow-up tasks")
+    return f"on {where}: {followup}; reminders checked at '{settings.reminder_cron}' (UTC)"
+
+
 EXAMPLE = '{"query": "{ me { user { email } } deals(first: 3) { totalCount edges { node { title stage { name } } } } }"}'  # noqa: E501
 
 
@@ -372,6 +382,8 @@ def dev(
     settings = _settings()
     if settings.is_production:
         _fail("`pipecd dev` is for development; PIPECD_ENV is production")
+    if "reminder_cron" not in settings.model_fields_set:  # a reminder shows within a minute while developing
+        settings = settings.model_copy(update={"reminder_cron": "* * * * *"})
     admin = runtime.prepare_database(settings)
     counts = _seed(settings, admin)
     url = f"http://127.0.0.1:{port}/graphql"
@@ -380,6 +392,7 @@ def dev(
     typer.echo("  demo data: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     typer.echo(f"  GraphiQL: {url}")
     typer.echo(f"  MCP (Streamable HTTP): http://127.0.0.1:{port}/mcp  (stdio: pipecd mcp --user EMAIL)")
+    typer.echo(f"  workflows: {_workflows_summary(settings)}")
     typer.echo("\nDemo users and access tokens (valid 12 hours):")
     for demo_user in USERS:
         user_id = runtime.user_id_for_email(admin, demo_user.email)

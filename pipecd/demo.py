@@ -11,6 +11,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from uuid import UUID
 
+import psycopg
+
 from pipecd.accounts import create_local_user, create_supabase_user, grant_access
 from pipecd.runtime import principal_for
 from pipecd.settings import Settings
@@ -330,7 +332,12 @@ async def ensure_users(settings: Settings, admin: str, db: Database) -> dict[str
 
 
 async def seed_demo(settings: Settings, admin: str, db: Database) -> dict[str, int]:
-    """Create (or find) the demo company. Returns how many records of each kind the demo has."""
+    """Create (or find) the demo company. Returns how many records of each kind the demo has.
+
+    The demo's own events are history, not news: they are marked dispatched, so the workflows do not act on
+    them (e.g. a follow-up task for every demo deal). Events of anything done afterwards flow as usual."""
+    with psycopg.connect(admin) as conn:
+        started = conn.execute("select clock_timestamp()").fetchone()[0]  # type: ignore[index]
     users = await ensure_users(settings, admin, db)
     principals = {name: await principal_for(db, user_id) for name, user_id in users.items()}
 
@@ -435,6 +442,12 @@ async def seed_demo(settings: Settings, admin: str, db: Database) -> dict[str, i
                 uow, NoteCreate(body=body, deal_id=deal_ids[deal_title]), idempotency_key=_key("note", body[:60])
             )
 
+    with psycopg.connect(admin) as conn:
+        conn.execute(
+            "update public.outbox set dispatched_at = now()"
+            " where dispatched_at is null and occurred_at >= %s and actor_id = any(%s)",
+            [started, list(users.values())],
+        )
     return {
         "users": len(USERS),
         "pipelines": len(PIPELINES),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -159,3 +160,82 @@ async def test_a_commit_wakes_the_relay_at_once(db: Database, actors: Actors, ad
         stop.set()
         await task
     assert admin.execute("select count(*) from runner.runs").fetchone() == (1,)
+
+
+# A relay process killed while it sends ------------------------------------------------------------------
+
+
+class FakeEventApi:
+    """Inngest's Event API on a loopback port (a process cannot be respx-mocked from another one): the first
+    request hangs until the test lets go; every other one is accepted and recorded."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import fastapi
+        import uvicorn
+
+        self.received: list[dict[str, Any]] = []
+        self.first_arrived = threading.Event()
+        self.release = threading.Event()
+        api = fastapi.FastAPI()
+
+        @api.post("/e/{key}")
+        def receive(batch: list[dict[str, Any]]) -> dict[str, Any]:
+            if not self.first_arrived.is_set():
+                self.first_arrived.set()
+                self.release.wait(30)
+                return {"ids": [], "status": 500, "error": "released"}
+            self.received.extend(batch)
+            return {"ids": [e["id"] for e in batch], "status": 200}
+
+        self.server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def __aenter__(self) -> str:
+        self.thread.start()
+        async with asyncio.timeout(10):
+            while not self.server.started:  # noqa: ASYNC110 (uvicorn runs in its own thread)
+                await asyncio.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.should_exit = True
+        await asyncio.to_thread(self.thread.join, 10)
+
+
+async def test_a_relay_killed_while_sending_loses_nothing(
+    db: Database, actors: Actors, admin, admin_url: str, tmp_path
+) -> None:
+    import os
+    import sys
+
+    forget_bookkeeping(admin)
+    await create_deals(actors, "Acme renewal", "Globex pilot")
+    fake = FakeEventApi()
+    async with fake as origin:
+        env = {**os.environ, "DATABASE_URL": admin_url, "PIPECD_STATE_DIR": str(tmp_path), "PIPECD_ENV": "test",
+               "PIPECD_WORKFLOWS": "inngest", "INNGEST_BASE_URL": origin, "INNGEST_EVENT_KEY": "test-event-key",
+               "INNGEST_SIGNING_KEY": "signkey-test-" + "ab" * 32}
+        worker = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "pipecd"), "workflows", "worker", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            arrived = await asyncio.to_thread(fake.first_arrived.wait, 60)
+            assert arrived, (await worker.stderr.read()).decode() if worker.stderr else "the worker never sent"
+            worker.kill()  # SIGKILL while its send is in flight: its transaction never commits
+            await worker.wait()
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+        assert len(pending(admin)) == 2  # nothing was marked sent
+        client = inngest.Inngest(app_id="pipecd", is_production=True, event_key="test-event-key",
+                                 signing_key="signkey-test-" + "ab" * 32, event_api_base_url=origin)
+        assert await Relay(db, InngestSink(client), listen=False).drain() == 2
+    outbox = {row[0] for row in admin.execute("select event_id from public.outbox").fetchall()}
+    assert sorted(e["id"] for e in fake.received) == sorted(outbox)
+    assert pending(admin) == []
