@@ -13,10 +13,12 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 from conftest import counts, forget_bookkeeping
+from mcp import Client
 from psycopg.errors import InsufficientPrivilege
 
+from mcp_server.server import create_server
 from services.activities import service as activities
-from services.activities.schemas import ActivityCreate, ActivityType
+from services.activities.schemas import ActivityCreate, ActivityType, ActivityUpdate
 from services.deals import service as deals
 from services.deals.schemas import DealCreate
 from services.kernel.errors import Forbidden, Invalid, NotFound
@@ -107,8 +109,6 @@ async def test_a_changed_reminder_time_is_a_new_occasion(db, actors, admin):
     activity = await new_activity(actors, reminder_at=NOW - timedelta(minutes=10))
     assert await notify(db) == 1
     async with actors.uow("bob") as uow:
-        from services.activities.schemas import ActivityUpdate
-
         await activities.update(uow, activity.id, ActivityUpdate(reminder_at=NOW - timedelta(minutes=1)))
 
     assert await notify(db) == 1
@@ -384,3 +384,163 @@ async def test_the_inbox_index_serves_the_page_query_without_a_sort(admin, actor
     scan = plan[0]["Plan"]["Plans"][0]
     assert (scan["Index Name"], scan["Scan Direction"]) == ("notifications_inbox_idx", "Backward")
     assert "created_at" in scan["Index Cond"] and "Filter" not in scan, scan  # the cursor bounds the scan
+
+
+# GraphQL over HTTP -----------------------------------------------------------------------------------------
+
+INBOX = """query($first: Int!, $after: String, $unreadOnly: Boolean!) { me {
+  unreadNotificationCount
+  notifications(first: $first, after: $after, unreadOnly: $unreadOnly) {
+    totalCount pageInfo { hasNextPage endCursor }
+    edges { cursor node { id kind entityType entityId occasion readAt subject dueDate dueTime activityType } }
+  } } }"""
+MARK_READ = "mutation($id: UUID!) { markNotificationRead(id: $id) { id readAt subject } }"
+MARK_ALL = "mutation { markAllNotificationsRead }"
+
+
+async def inbox(api, *, first: int = 25, after: str | None = None, unread_only: bool = False, **login):
+    return await api.query(INBOX, {"first": first, "after": after, "unreadOnly": unread_only}, **login)
+
+
+async def test_graphql_me_lists_your_notifications_in_pages_with_the_activity(api, db, actors, admin):
+    activity = await new_activity(actors, subject="Call Ann", type=ActivityType.MEETING, due_date=date(2026, 12, 3),
+                                  reminder_at=NOW)
+    await notify(db)
+    older = seed(admin, actors.id("bob"), created_at=NOW - HOUR, read=True)
+    seed(admin, actors.id("carol"), created_at=NOW)
+
+    first = await inbox(api, first=1)
+    second = await inbox(api, first=1, after=first["data"]["me"]["notifications"]["pageInfo"]["endCursor"])
+
+    page = first["data"]["me"]["notifications"]
+    (edge,) = page["edges"]
+    assert first["data"]["me"]["unreadNotificationCount"] == 1
+    assert (page["totalCount"], page["pageInfo"]["hasNextPage"], page["pageInfo"]["endCursor"]) == (
+        2, True, edge["cursor"])
+    assert {k: v for k, v in edge["node"].items() if k != "id"} == {
+        "kind": "ACTIVITY_REMINDER", "entityType": "activity", "entityId": str(activity.id),
+        "occasion": NOW.isoformat(), "readAt": None, "subject": "Call Ann", "dueDate": "2026-12-03",
+        "dueTime": None, "activityType": "MEETING"}
+    rest = second["data"]["me"]["notifications"]
+    assert [e["node"]["id"] for e in rest["edges"]] == [str(older)]
+    assert (rest["pageInfo"]["hasNextPage"], rest["totalCount"]) == (False, 2)
+    only_unread = (await inbox(api, unread_only=True))["data"]["me"]["notifications"]
+    assert [e["node"]["entityId"] for e in only_unread["edges"]] == [str(activity.id)]
+
+
+@pytest.mark.parametrize(("variables", "field", "message"), [
+    ({"first": 0}, "first", "first must be between 1 and 100"),
+    ({"after": "not-a-cursor"}, "after", "malformed cursor"),
+])
+async def test_graphql_bad_page_arguments_are_bad_user_input(api, variables, field, message):
+    body = await inbox(api, **variables)
+
+    assert body["data"] is None
+    (error,) = body["errors"]
+    assert (error["message"], error["path"], error["extensions"]) == (
+        message, ["me", "notifications"], {"code": "BAD_USER_INPUT", "field": field})
+
+
+async def test_graphql_marking_read_is_idempotent_and_another_users_is_not_found(api, actors, admin):
+    notification_id = seed(admin, actors.id("bob"), created_at=NOW)
+    seed(admin, actors.id("bob"), created_at=NOW + HOUR)
+    forget_bookkeeping(admin)
+
+    refused = await api.query(MARK_READ, {"id": str(notification_id)}, as_="carol")
+    assert admin.execute("select count(*) from public.notifications where read_at is not null").fetchone() == (0,)
+    first = await api.query(MARK_READ, {"id": str(notification_id)}, scopes=[Scope.READ])
+    again = await api.query(MARK_READ, {"id": str(notification_id)})
+    everything = await api.query(MARK_ALL)
+    nothing_left = await api.query(MARK_ALL)
+
+    assert refused == {"data": None, "errors": [{
+        "message": f"notification {notification_id} not found", "locations": [{"line": 1, "column": 24}],
+        "path": ["markNotificationRead"], "extensions": {"code": "NOT_FOUND"}}]}
+    read_at = admin.execute("select read_at from public.notifications where id = %s", [notification_id]).fetchone()[0]
+    assert first == again == {"data": {"markNotificationRead": {
+        "id": str(notification_id), "readAt": read_at.isoformat(), "subject": None}}}
+    assert (everything, nothing_left) == ({"data": {"markAllNotificationsRead": 1}},
+                                          {"data": {"markAllNotificationsRead": 0}})
+    assert counts(admin, "audit_log", "outbox") == {"audit_log": 0, "outbox": 0}
+
+
+# MCP, through the in-memory client -------------------------------------------------------------------------
+
+
+def mcp_client(db, company, key: str, *, scopes: frozenset[Scope] | None = None) -> Client:
+    principal = company.principal(key, scopes=scopes, channel=Channel.MCP)
+
+    async def caller():
+        return principal
+
+    return Client(create_server(db, caller))
+
+
+def tool_calls(admin) -> list[tuple[str, str]]:
+    return admin.execute("select operation, diff->'after'->>'outcome' from public.audit_log"
+                         " where entity_type = 'mcp_tool_call' order by id").fetchall()
+
+
+async def test_mcp_list_notifications_pages_your_inbox_with_a_read_only_token(db, actors, company, admin):
+    activity = await new_activity(actors, subject="Call Ann", due_date=date(2026, 12, 3), reminder_at=NOW)
+    await notify(db)
+    bob = actors.id("bob")
+    older = [seed(admin, bob, created_at=NOW - i * HOUR, read=True) for i in range(1, 27)]
+    seed(admin, actors.id("carol"), created_at=NOW)
+    forget_bookkeeping(admin)
+
+    async with mcp_client(db, company, "bob", scopes=frozenset({Scope.READ})) as client:
+        first = await client.call_tool("list_notifications", {})
+        rest = await client.call_tool("list_notifications", {"cursor": first.structured_content["next_cursor"]})
+        unread = await client.call_tool("list_notifications", {"unread_only": True})
+
+    page = first.structured_content
+    assert (page["total"], page["has_next"], page["truncated"], len(page["items"])) == (27, True, False, 25)
+    top = page["items"][0]
+    assert (top["entity_id"], top["subject"], top["due_date"], top["activity_type"], top["read_at"]) == (
+        str(activity.id), "Call Ann", "2026-12-03", "task", None)
+    assert [i["id"] for i in page["items"][1:] + rest.structured_content["items"]] == [str(n) for n in older]
+    assert rest.structured_content["has_next"] is False
+    assert [i["entity_id"] for i in unread.structured_content["items"]] == [str(activity.id)]
+    assert "<crm-data>" in first.content[0].text
+    assert tool_calls(admin) == [("tool.list_notifications", "ok")] * 3
+
+
+async def test_mcp_mark_notifications_read_is_idempotent_and_refuses_another_users_whole(db, actors, company, admin):
+    mine = [seed(admin, actors.id("bob"), created_at=NOW + i * HOUR) for i in range(2)]
+    carols = seed(admin, actors.id("carol"), created_at=NOW)
+
+    async with mcp_client(db, company, "bob", scopes=frozenset({Scope.READ})) as client:
+        refused = await client.call_tool("mark_notifications_read",
+                                         {"notification_ids": [str(mine[0]), str(carols)]})
+        unchanged = admin.execute("select count(*) from public.notifications where read_at is null").fetchone()
+        marked = await client.call_tool("mark_notifications_read", {"notification_ids": [str(n) for n in mine]})
+        read_at = admin.execute("select array_agg(read_at order by id) from public.notifications"
+                                " where user_id = %s", [actors.id("bob")]).fetchone()[0]
+        again = await client.call_tool("mark_notifications_read", {"notification_ids": [str(mine[0])]})
+
+    assert refused.is_error and refused.content[0].text.startswith(f"[not_found] notification {carols} not found")
+    assert unchanged == (3,)
+    assert sorted(n["id"] for n in marked.structured_content["result"]) == sorted(str(n) for n in mine)
+    assert all(n["read_at"] is not None for n in marked.structured_content["result"])
+    assert again.structured_content["result"][0]["read_at"] == next(
+        n["read_at"] for n in marked.structured_content["result"] if n["id"] == str(mine[0]))
+    assert admin.execute("select array_agg(read_at order by id) from public.notifications"
+                         " where user_id = %s", [actors.id("bob")]).fetchone()[0] == read_at
+    assert admin.execute("select read_at from public.notifications where id = %s", [carols]).fetchone() == (None,)
+    assert [op for op, _ in tool_calls(admin)] == ["tool.mark_notifications_read"] * 3
+    assert counts(admin, "outbox") == {"outbox": 0}
+
+
+async def test_mcp_notifications_resource_is_the_callers_newest_25_unread_first(db, actors, company, admin):
+    bob = actors.id("bob")
+    read = [seed(admin, bob, created_at=NOW + i * HOUR, read=True) for i in range(30)]
+    unread = seed(admin, bob, created_at=NOW - HOUR)
+    seed(admin, actors.id("carol"), created_at=NOW + 99 * HOUR)
+
+    async with mcp_client(db, company, "bob", scopes=frozenset({Scope.READ})) as client:
+        result = await client.read_resource("crm://me/notifications")
+
+    got = json.loads(result.contents[0].text)
+    assert [i["id"] for i in got["items"]] == [str(unread), *[str(n) for n in reversed(read)][:24]]
+    assert (got["total"], got["has_next"], got["truncated"]) == (31, True, False)
