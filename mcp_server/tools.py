@@ -210,6 +210,8 @@ async def list_notifications(
 ) -> Page[Notification]:
     """The user's notifications (due activity reminders), unread first, newest first, with the activity's id
     (`entity_id`), subject, type and due date."""
+    # 25 notifications (no free text but a capped subject) stay far below the result budget, so the page is never
+    # cut; a cut page would continue with the shared time-and-id cursor, which the inbox's order does not use.
     return await notifications.list(uow, _page(DEFAULT_LIMIT, cursor), unread_only=unread_only)
 
 

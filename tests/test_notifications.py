@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,6 +28,7 @@ from services.kernel.permissions import Scope
 from services.kernel.principal import Channel, SystemPrincipal
 from services.kernel.records import Visibility
 from services.notifications import service as notifications
+from services.notifications.schemas import NotificationKind
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -367,6 +369,14 @@ async def test_an_unknown_kind_is_refused_by_the_database(admin, actors):
         admin.execute(
             "insert into public.notifications (user_id, kind, entity_type, entity_id, occasion)"
             " values (%s, 'gossip', 'activity', gen_random_uuid(), now())", [actors.id("bob")])
+
+
+def test_the_kinds_the_database_accepts_are_the_service_s_kinds(admin):
+    (definition,) = admin.execute(
+        "select pg_get_constraintdef(oid) from pg_constraint where conname = 'notifications_kind_known'"
+    ).fetchone()
+
+    assert sorted(re.findall(r"'(\w+)'::text", definition)) == sorted(k.value for k in NotificationKind)
 
 
 async def test_the_inbox_index_serves_the_page_query_without_a_sort(admin, actors):
