@@ -20,6 +20,7 @@ from graphql_api.types import (
     DealType,
     LeadType,
     NoteType,
+    NotificationType,
     OrganizationType,
     PersonType,
     PipelineType,
@@ -38,6 +39,7 @@ from services.leads import service as leads
 from services.leads.schemas import LeadConversion, LeadCreate, LeadUpdate
 from services.notes import service as notes
 from services.notes.schemas import NoteCreate, NoteUpdate
+from services.notifications import service as notifications
 from services.pipelines import service as pipelines
 from services.pipelines.schemas import (
     PipelineCreate,
@@ -555,3 +557,17 @@ class Mutation:
         async with info.context.write() as uow:
             await deals.delete(uow, id)
         return _deleted(id)
+
+    # Your notifications -----------------------------------------------------------------------------------
+
+    @strawberry.mutation(description="Mark one of your notifications read. One already read returns unchanged "
+                         "(nothing is written); another user's is NOT_FOUND.")
+    async def mark_notification_read(self, info: strawberry.Info, id: UUID) -> NotificationType:
+        async with info.context.write() as uow:
+            notification = await notifications.mark_read(uow, id)
+        return NotificationType.from_pydantic(notification)
+
+    @strawberry.mutation(description="Mark all your unread notifications read; returns how many were unread.")
+    async def mark_all_notifications_read(self, info: strawberry.Info) -> int:
+        async with info.context.write() as uow:
+            return await notifications.mark_all_read(uow)

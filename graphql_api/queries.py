@@ -8,7 +8,6 @@ from typing import Any
 from uuid import UUID
 
 import strawberry
-from pydantic import ValidationError
 from strawberry.experimental.pydantic import input as input_from_model
 
 from graphql_api.types import (
@@ -26,6 +25,7 @@ from graphql_api.types import (
     TeamType,
     UserType,
     connection,
+    page_request,
 )
 from services.activities import service as activities
 from services.activities.schemas import ActivityFilter
@@ -35,7 +35,7 @@ from services.contacts.schemas import OrganizationFilter, PersonFilter
 from services.deals import service as deals
 from services.deals.schemas import DealFilter
 from services.kernel.errors import Invalid
-from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from services.kernel.pagination import DEFAULT_LIMIT
 from services.leads import service as leads
 from services.leads.schemas import LeadFilter
 from services.notes import service as notes
@@ -74,13 +74,6 @@ class ActivityFilterInput:
 @input_from_model(model=NoteFilter, all_fields=True, name="NoteFilter")
 class NoteFilterInput:
     pass
-
-
-def _page(first: int, after: str | None) -> PageRequest:
-    try:
-        return PageRequest(limit=first, after=after)
-    except ValidationError as exc:  # only the page size has bounds to break
-        raise Invalid(f"first must be between 1 and {MAX_LIMIT}", field="first") from exc
 
 
 @contextmanager
@@ -125,7 +118,7 @@ class Query:
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: DealFilterInput | None = None,
     ) -> Connection[DealType]:
-        page = await deals.list(await info.context.read(), _filter(filter), _page(first, after))
+        page = await deals.list(await info.context.read(), _filter(filter), page_request(first, after))
         return connection(page, DealType)
 
     @strawberry.field(description="One deal; null, with a NOT_FOUND error, if it is missing or hidden.")
@@ -137,7 +130,7 @@ class Query:
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: PersonFilterInput | None = None,
     ) -> Connection[PersonType]:
-        page = await contacts.list_persons(await info.context.read(), _filter(filter), _page(first, after))
+        page = await contacts.list_persons(await info.context.read(), _filter(filter), page_request(first, after))
         return connection(page, PersonType)
 
     @strawberry.field(description="One person; null, with a NOT_FOUND error, if it is missing or hidden.")
@@ -149,7 +142,7 @@ class Query:
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: OrganizationFilterInput | None = None,
     ) -> Connection[OrganizationType]:
-        page = await contacts.list_organizations(await info.context.read(), _filter(filter), _page(first, after))
+        page = await contacts.list_organizations(await info.context.read(), _filter(filter), page_request(first, after))
         return connection(page, OrganizationType)
 
     @strawberry.field(description="One organization; null, with a NOT_FOUND error, if it is missing or hidden.")
@@ -161,7 +154,7 @@ class Query:
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: LeadFilterInput | None = None,
     ) -> Connection[LeadType]:
-        page = await leads.list(await info.context.read(), _filter(filter), _page(first, after))
+        page = await leads.list(await info.context.read(), _filter(filter), page_request(first, after))
         return connection(page, LeadType)
 
     @strawberry.field(description="One lead; null, with a NOT_FOUND error, if it is missing or hidden.")
@@ -173,7 +166,7 @@ class Query:
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: ActivityFilterInput | None = None,
     ) -> Connection[ActivityType]:
-        page = await activities.list(await info.context.read(), _filter(filter), _page(first, after))
+        page = await activities.list(await info.context.read(), _filter(filter), page_request(first, after))
         return connection(page, ActivityType)
 
     @strawberry.field(description="One activity; null, with a NOT_FOUND error, if it is missing or hidden.")
@@ -185,7 +178,7 @@ class Query:
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: NoteFilterInput | None = None,
     ) -> Connection[NoteType]:
-        page = await notes.list(await info.context.read(), _filter(filter), _page(first, after))
+        page = await notes.list(await info.context.read(), _filter(filter), page_request(first, after))
         return connection(page, NoteType)
 
     @strawberry.field(description="Find persons, organizations, deals and leads by name, email, domain or title.")

@@ -4,10 +4,12 @@ relations resolved through the request's DataLoaders.
 No `from __future__ import annotations` here: relation types are resolved when the classes are built, and
 `Lazy["X"]` names the types further down that relations point back to."""
 
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
 import strawberry
+from pydantic import ValidationError
 from strawberry.experimental.pydantic import type as from_model
 from strawberry.scalars import JSON
 
@@ -15,9 +17,12 @@ from services.activities.schemas import Activity
 from services.audit.schemas import AuditEntry
 from services.contacts.schemas import Organization, Person
 from services.deals.schemas import Deal, StageChange
-from services.kernel.pagination import Page, encode_cursor
+from services.kernel.errors import Invalid
+from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest, encode_cursor
 from services.leads.schemas import ConversionResult, Lead
 from services.notes.schemas import Note
+from services.notifications import service as notifications
+from services.notifications.schemas import Notification
 from services.pipelines.schemas import Pipeline, Stage
 from services.search.schemas import SearchHit
 from services.users.schemas import Me, Team, UserProfile
@@ -217,11 +222,6 @@ class AuditEntryType:
     diff: JSON = strawberry.field(description="Changed fields: {before: {...}, after: {...}}.")
 
 
-@from_model(model=Me, all_fields=True, name="Me", description="The caller: profile, token scopes, permissions.")
-class MeType:
-    pass
-
-
 @from_model(model=ConversionResult, all_fields=True, name="LeadConversion", description="A converted lead.")
 class ConversionType:
     pass
@@ -246,12 +246,45 @@ class Connection(Generic[N]):
     total_count: int = strawberry.field(description="How many records match the filter in all.")
 
 
-def connection(page: Page[Any], convert: Any) -> Connection[Any]:
-    edges = [
-        Edge(cursor=encode_cursor(item.created_at, item.id), node=convert.from_pydantic(item)) for item in page.items
-    ]
+def _position(item: Any) -> str:
+    return encode_cursor(item.created_at, item.id)
+
+
+def connection(page: Page[Any], convert: Any, cursor: Callable[[Any], str] = _position) -> Connection[Any]:
+    """A service page as a connection; `cursor` gives an item's position (default: the shared time-and-id one)."""
+    edges = [Edge(cursor=cursor(item), node=convert.from_pydantic(item)) for item in page.items]
     return Connection(
         edges=edges,
         page_info=PageInfo(has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None),
         total_count=page.total,
     )
+
+
+def page_request(first: int, after: str | None) -> PageRequest:
+    try:
+        return PageRequest(limit=first, after=after)
+    except ValidationError as exc:  # only the page size has bounds to break
+        raise Invalid(f"first must be between 1 and {MAX_LIMIT}", field="first") from exc
+
+
+@from_model(
+    model=Notification, all_fields=True, name="Notification",
+    description="Something that happened for you, e.g. an activity's reminder is due. What it shows of the record "
+                "(subject, due date) is read now, as you may see it: null when the record is gone or hidden.",
+)
+class NotificationType:
+    pass
+
+
+@from_model(model=Me, all_fields=True, name="Me", description="The caller: profile, token scopes, permissions.")
+class MeType:
+    @strawberry.field(description="Your notifications, unread first, then newest first.")
+    async def notifications(
+        self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None, unread_only: bool = False
+    ) -> Connection[NotificationType]:
+        page = await notifications.list(await info.context.read(), page_request(first, after), unread_only=unread_only)
+        return connection(page, NotificationType, notifications.cursor)
+
+    @strawberry.field(description="How many of your notifications are unread.")
+    async def unread_notification_count(self, info: strawberry.Info) -> int:
+        return await notifications.unread_count(await info.context.read())

@@ -25,6 +25,7 @@ from mcp_server.safety import as_data
 from services.kernel.errors import Invalid
 from services.kernel.principal import Principal
 from services.kernel.uow import Database, UnitOfWork
+from services.notifications import service as notifications
 from services.pipelines import service as pipelines
 from services.users import service as users
 
@@ -39,6 +40,7 @@ ORGANIZATION_URI = "crm://organizations/{organization_id}"
 LEAD_URI = "crm://leads/{lead_id}"
 PIPELINES_URI = "crm://pipelines"
 ME_URI = "crm://me"
+NOTIFICATIONS_URI = "crm://me/notifications"
 
 NOT_AN_ID = "not an id — resolve names to ids with `search` first; never guess ids"
 
@@ -135,5 +137,17 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
     async def me() -> str:
         async def build(uow: UnitOfWork) -> Any:
             return as_data(await users.whoami(uow))
+
+        return await read(build)
+
+    @server.resource(
+        NOTIFICATIONS_URI, name="notifications", title="Your notifications", mime_type=JSON,
+        description="The user's 25 newest notifications as JSON, unread first (activity reminders that fell due): "
+                    "each with the activity's id (`entity_id`), subject, type and due date as they are now, and "
+                    "`read_at`; `total` counts them all. `list_notifications` pages further.",
+    )
+    async def my_notifications() -> str:
+        async def build(uow: UnitOfWork) -> Any:
+            return as_data(await notifications.list(uow))
 
         return await read(build)

@@ -40,6 +40,8 @@ from services.leads import service as leads
 from services.leads.schemas import ConversionResult, Lead, LeadConversion, LeadCreate, LeadFilter
 from services.notes import service as notes
 from services.notes.schemas import Note, NoteCreate
+from services.notifications import service as notifications
+from services.notifications.schemas import Notification
 from services.pipelines import service as pipelines
 from services.pipelines.schemas import Pipeline
 from services.reports import service as reports
@@ -61,7 +63,7 @@ ActivityId = Annotated[UUID, Field(description="The activity's id (from `list_ac
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Field(description="The previous page's `next_cursor`.")]
 IdempotencyKey = Annotated[
-    str | None, Field(max_length=200, description="Your key; a retry with it returns the first result, no twin.")
+    str | None, Field(max_length=200, description="A retry with the same key returns the first result.")
 ]
 ExpectedVersion = Annotated[
     int | None, Field(description="The `version` you read; refused if the record changed since.")
@@ -77,10 +79,8 @@ def _page(limit: int, cursor: str | None) -> PageRequest:
 
 @crm_tool(TOOLS, title="Who am I", calls=users.whoami, read_only=True)
 async def whoami(uow: UnitOfWork) -> Me:
-    """The user this assistant acts for: profile, the token's scopes, and the permissions in effect.
-
-    Call it first when unsure what you may do: writes fail for a read-only token even when the user could
-    make them."""
+    """Who the assistant acts for: profile, token scopes and permissions in effect. Call it when unsure what
+    you may do: a read-only token cannot write even when the user could."""
     return await users.whoami(uow)
 
 
@@ -95,9 +95,8 @@ async def search(
 ) -> list[SearchHit]:
     """Find persons, organizations, deals and leads by name, email, domain or title; best matches first.
 
-    Use this to turn a name the user mentions ("the Acme deal", "Peter from Initech") into an id before calling
-    any other tool. Each hit has the id, the type, the title and a short context line to tell similar hits
-    apart; if several hits fit, ask the user which one they mean."""
+    Turn a name the user mentions ("the Acme deal") into an id before any other tool. Each hit has id, type,
+    title and a context line; if several fit, ask the user which."""
     return await search_service.search(uow, query, types=types, limit=limit)
 
 
@@ -106,8 +105,8 @@ async def search(
 
 @crm_tool(TOOLS, title="Get a deal", calls=deals.get, read_only=True)
 async def get_deal(uow: UnitOfWork, deal_id: DealId) -> DealDetail:
-    """One deal with its stage, contact, organization, newest notes and open activities. Resolve names to ids
-    with `search` first; pass the deal's `version` as `expected_version` when you change it."""
+    """One deal with its stage, contact, organization, newest notes and open activities. Resolve names with
+    `search` first; pass its `version` as `expected_version` to change it."""
     return await records.deal_detail(uow, deal_id)
 
 
@@ -136,8 +135,7 @@ async def list_deals(
     uow: UnitOfWork, filter: DealFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[Deal]:
     """Deals you may see, newest first, by owner (`"me"` for yours), team, pipeline, stage, status, contact or
-    text. `total` counts every match; pass `next_cursor` back as `cursor` for the next page. Pipeline and stage
-    ids come from `list_pipelines`."""
+    text. `total` counts every match. Pipeline and stage ids come from `list_pipelines`."""
     return await deals.list(uow, filter, _page(limit, cursor))
 
 
@@ -147,7 +145,7 @@ async def list_persons(
 ) -> Page[Person]:
     """Contact persons you may see, newest first, by owner, team, organization or text.
 
-    To find one person by name or email, `search` is quicker."""
+    To find one by name or email, `search` is quicker."""
     return await contacts.list_persons(uow, filter, _page(limit, cursor))
 
 
@@ -172,16 +170,15 @@ async def list_leads(
 async def list_activities(
     uow: UnitOfWork, filter: ActivityFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[Activity]:
-    """Tasks, calls, meetings, emails and deadlines you may see, by record (deal, lead, person, organization),
-    owner, done or not, or due date. Resolve the record's id with `search` first."""
+    """Activities (tasks, calls, meetings, emails, deadlines) you may see, by linked record, owner, done or
+    not, or due date. Resolve the record's id with `search` first."""
     return await activities.list(uow, filter, _page(limit, cursor))
 
 
 @crm_tool(TOOLS, title="List pipelines", calls=pipelines.list, read_only=True)
 async def list_pipelines(uow: UnitOfWork) -> list[Pipeline]:
-    """Every pipeline with its stages in order, each stage with its id and win probability (percent).
-
-    Call it before creating or moving a deal to learn the stage ids; do not guess them."""
+    """Every pipeline with its stages in order, each stage with its id and win probability (percent). Call it
+    for stage ids before creating or moving a deal; never guess them."""
     return await pipelines.list(uow)
 
 
@@ -197,9 +194,35 @@ async def pipeline_summary(
     stale_days: Annotated[int, Field(ge=1, le=365, description="Idle days that make an open deal stale.")] = 30,
 ) -> PipelineSummary:
     """A pipeline at a glance, over the deals the user may see: open deals per stage with their value and
-    weighted value per currency, deals won and lost in a period (default: the last 30 days), and the open deals
-    nobody touched (deal, activity or note) for `stale_days`. Start a pipeline review here."""
+    weighted value per currency, deals won and lost in a period, and open deals untouched (no change, activity
+    or note) for `stale_days`. Start a pipeline review here."""
     return await reports.pipeline_summary(uow, pipeline_id, since=since, until=until, stale_days=stale_days)
+
+
+# Your notifications -----------------------------------------------------------------------------------
+
+
+@crm_tool(TOOLS, title="List your notifications", calls=notifications.list, read_only=True)
+async def list_notifications(
+    uow: UnitOfWork,
+    unread_only: Annotated[bool, Field(description="Only unread ones.")] = False,
+    cursor: Cursor = None,
+) -> Page[Notification]:
+    """The user's notifications (due activity reminders), unread first, newest first, with the activity's id
+    (`entity_id`), subject, type and due date."""
+    # 25 notifications (no free text but a capped subject) stay far below the result budget, so the page is never
+    # cut; a cut page would continue with the shared time-and-id cursor, which the inbox's order does not use.
+    return await notifications.list(uow, _page(DEFAULT_LIMIT, cursor), unread_only=unread_only)
+
+
+@crm_tool(TOOLS, title="Mark notifications read", calls=notifications.mark_read, idempotent=True)
+async def mark_notifications_read(
+    uow: UnitOfWork,
+    notification_ids: Annotated[list[UUID], Field(min_length=1, max_length=DEFAULT_LIMIT,
+                                                  description="Ids from `list_notifications`.")],
+) -> list[Notification]:
+    """Mark notifications read once the user has seen them."""
+    return [await notifications.mark_read(uow, notification_id) for notification_id in notification_ids]
 
 
 # Changing deals ----------------------------------------------------------------------------------------
@@ -208,10 +231,10 @@ async def pipeline_summary(
 @crm_tool(TOOLS, title="Create a deal", calls=deals.create)
 async def create_deal(uow: UnitOfWork, data: DealCreate, idempotency_key: IdempotencyKey = None) -> Deal:
     """Create a deal, owned by the user unless `owner_id` says otherwise, in the first pipeline's first stage
-    unless `pipeline_id`/`stage_id` say otherwise (ids from `list_pipelines`).
+    unless `pipeline_id`/`stage_id` (from `list_pipelines`) say otherwise.
 
-    Link the contact with `person_id` and `organization_id`: find them with `search` first, and create them
-    with `create_person`/`create_organization` only when the search finds nothing."""
+    Link the contact with `person_id` and `organization_id`: `search` for them first; create them with
+    `create_person`/`create_organization` only when the search finds nothing."""
     return await deals.create(uow, data, idempotency_key=idempotency_key)
 
 
@@ -219,8 +242,7 @@ async def create_deal(uow: UnitOfWork, data: DealCreate, idempotency_key: Idempo
 async def update_deal(
     uow: UnitOfWork, deal_id: DealId, changes: DealUpdate, expected_version: ExpectedVersion = None
 ) -> Deal:
-    """Change a deal's title, value, currency, contact, organization, expected close date, probability
-    override, owner or visibility. Send only what changes: a field left out stays as it is; null clears it
+    """Change a deal's fields. Send only what changes: a field left out stays as it is; null clears it
     (`person_id: null` unlinks the person).
 
     Stage and status have their own tools: `move_deal_stage`, `mark_deal_won`, `mark_deal_lost`."""
@@ -237,10 +259,8 @@ async def move_deal_stage(
     ] = None,
     expected_version: ExpectedVersion = None,
 ) -> Deal:
-    """Move a deal to another stage (the move is recorded in the deal's stage history).
-
-    Stage ids come from `list_pipelines`. A stage of another pipeline is refused unless `pipeline_id` names
-    that pipeline too."""
+    """Move a deal to another stage (recorded in its stage history). Stage ids come from `list_pipelines`; a
+    stage of another pipeline needs that `pipeline_id` too."""
     return await deals.move_stage(uow, deal_id, stage_id, pipeline_id=pipeline_id, expected_version=expected_version)
 
 
@@ -275,7 +295,7 @@ async def create_person(
     idempotency_key: IdempotencyKey = None,
 ) -> Person:
     """Create a contact person. `search` for them first: if a person with one of the emails exists, the call is
-    refused with `[duplicate]` and the existing person's id, which you should use instead."""
+    refused with `[duplicate]` and the existing person's id: use that one."""
     return await contacts.create_person(uow, data, force=force, idempotency_key=idempotency_key)
 
 
@@ -289,7 +309,7 @@ async def create_organization(
     idempotency_key: IdempotencyKey = None,
 ) -> Organization:
     """Create an organization. `search` for it first: if one with the same name or domain exists, the call is
-    refused with `[duplicate]` and the existing organization's id, which you should use instead."""
+    refused with `[duplicate]` and the existing organization's id: use that one."""
     return await contacts.create_organization(uow, data, force=force, idempotency_key=idempotency_key)
 
 
@@ -327,15 +347,15 @@ async def update_contact(
 @crm_tool(TOOLS, title="Create a lead", calls=leads.create)
 async def create_lead(uow: UnitOfWork, data: LeadCreate, idempotency_key: IdempotencyKey = None) -> Lead:
     """Add a lead to the inbox: a prospect not yet qualified as a deal. Link a known person or organization by
-    id (from `search`), or give the contact's name, email and organization name for conversion to use."""
+    id (from `search`), or give the contact's name, email and organization name for conversion."""
     return await leads.create(uow, data, idempotency_key=idempotency_key)
 
 
 @crm_tool(TOOLS, title="Convert a lead to a deal", calls=leads.convert, idempotent=True)
 async def convert_lead(uow: UnitOfWork, lead_id: LeadId, data: LeadConversion) -> ConversionResult:
-    """Turn a lead into a deal in one step: finds or creates its person and organization, creates the deal
-    (default: first pipeline, first stage), moves the lead's notes and activities to it, and marks the lead
-    converted. Converting again returns the same deal and changes nothing."""
+    """Turn a lead into a deal: finds or creates its person and organization, creates the deal
+    (default: first pipeline, first stage), moves the lead's notes and activities to it, marks it converted.
+    Converting again returns the same deal, changing nothing."""
     return await leads.convert(uow, lead_id, data)
 
 
@@ -402,11 +422,11 @@ async def delete_record(
     record_id: Annotated[UUID, Field(description="Its id (from `search` or a list tool).")],
     confirmation: Annotated[str | None, Field(description="From the preview; omit to preview.")] = None,
 ) -> DeletionOutcome:
-    """Delete a deal, person, organization, lead, activity or note, only when the user asked for exactly that.
+    """Delete a record, only when the user asked for exactly that.
 
-    Without `confirmation` nothing is deleted: you get a preview (the record, and what would be deleted with it
-    or unlinked) and a `confirmation`. Show it to the user; only if they agree, call again with the same
-    arguments plus `confirmation`. A client that can ask the user directly is asked instead."""
+    Without `confirmation` nothing is deleted: you get a preview of what would be deleted or unlinked, and a
+    `confirmation`. Show it to the user; only if they agree, call again with the same arguments plus
+    `confirmation`. A client that can ask the user is asked instead."""
     subject = {"record_type": record_type.value, "record_id": str(record_id)}
     if confirmation is not None:
         state = call.confirmations.check(confirmation, call.caller.user_id, DELETE, subject)

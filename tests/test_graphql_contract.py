@@ -41,7 +41,8 @@ def _camel(name: str) -> str:
 @pytest.mark.parametrize(
     "strawberry_type",
     [types.AuditEntryType, types.DealType, types.PersonType, types.OrganizationType, types.LeadType,
-     types.ActivityType, types.NoteType, types.PipelineType, types.StageType, types.UserType, types.TeamType],
+     types.ActivityType, types.NoteType, types.PipelineType, types.StageType, types.UserType, types.TeamType,
+     types.NotificationType],
     ids=lambda t: t.__name__,
 )
 def test_graphql_types_carry_every_field_of_their_service_model(strawberry_type):

@@ -143,6 +143,7 @@ async def test_resources_and_templates_are_listed_with_titles_descriptions_and_j
     assert [(r.uri, r.name, r.title, r.mime_type) for r in listed] == [
         ("crm://pipelines", "pipelines", "Pipelines and stages", JSON),
         ("crm://me", "me", "Who am I", JSON),
+        ("crm://me/notifications", "notifications", "Your notifications", JSON),
     ]
     assert [(t.uri_template, t.name, t.title, t.mime_type) for t in templates] == [
         ("crm://deals/{deal_id}", "deal", "Deal", JSON),

@@ -18,8 +18,10 @@ from services.kernel.records import Visibility
 
 READ_TOOLS = [
     "whoami", "search", "get_deal", "get_person", "get_organization", "get_lead", "list_deals", "list_persons",
-    "list_organizations", "list_leads", "list_activities", "list_pipelines", "pipeline_summary",
+    "list_organizations", "list_leads", "list_activities", "list_pipelines", "pipeline_summary", "list_notifications",
 ]
+# Marking your own notifications read is your own inbox state, not CRM data: offered to every caller.
+INBOX_TOOLS = ["mark_notifications_read"]
 WRITE_TOOLS = [
     "create_deal", "update_deal", "move_deal_stage", "mark_deal_won", "mark_deal_lost", "create_person",
     "create_organization", "update_contact", "create_lead", "convert_lead", "log_activity", "complete_activity",
@@ -62,11 +64,11 @@ def error_text(result: Any) -> str:
 @pytest.mark.parametrize(
     ("key", "scopes", "offered"),
     [
-        ("bob", None, READ_TOOLS + WRITE_TOOLS + ["delete_record"]),
-        ("vic", None, READ_TOOLS),
-        ("bob", frozenset({Scope.READ}), READ_TOOLS),
-        ("bob", frozenset({Scope.WRITE}), READ_TOOLS + WRITE_TOOLS),
-        ("bob", frozenset({Scope.DELETE}), READ_TOOLS + WRITE_TOOLS + ["delete_record"]),
+        ("bob", None, READ_TOOLS + INBOX_TOOLS + WRITE_TOOLS + ["delete_record"]),
+        ("vic", None, READ_TOOLS + INBOX_TOOLS),
+        ("bob", frozenset({Scope.READ}), READ_TOOLS + INBOX_TOOLS),
+        ("bob", frozenset({Scope.WRITE}), READ_TOOLS + INBOX_TOOLS + WRITE_TOOLS),
+        ("bob", frozenset({Scope.DELETE}), READ_TOOLS + INBOX_TOOLS + WRITE_TOOLS + ["delete_record"]),
     ],
     ids=["member", "viewer", "member-read-token", "member-write-token", "member-delete-token"],
 )

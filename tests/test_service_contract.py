@@ -48,6 +48,7 @@ def test_every_domain_has_a_service_module():
         "services.deletion.service",
         "services.leads.service",
         "services.notes.service",
+        "services.notifications.service",
         "services.pipelines.service",
         "services.reports.service",
         "services.search.service",

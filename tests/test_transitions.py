@@ -318,7 +318,7 @@ async def test_an_update_that_changes_one_value_of_several_is_written_once(actor
 
 IDEMPOTENT_WRITE_TOOLS = [
     "update_deal", "move_deal_stage", "mark_deal_won", "mark_deal_lost", "update_contact", "convert_lead",
-    "complete_activity", "delete_record",
+    "complete_activity", "delete_record", "mark_notifications_read",
 ]
 
 
