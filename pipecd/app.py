@@ -61,6 +61,7 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
 
     app = FastAPI(title="PipeCD", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.db = db  # the one pool every surface shares (operational checks and tests reach it here)
+    app.state.workflows = engine  # the relay and, when embedded, the runner (None when workflows are off)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
