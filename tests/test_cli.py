@@ -275,6 +275,30 @@ def test_seed_demo_creates_the_demo_company_once(cli, admin, company):
     assert auth_user_count(admin) == len(company.people)
 
 
+def test_seed_demo_stays_single_after_its_idempotency_keys_are_pruned(cli, admin):
+    assert cli("seed", "--demo").exit_code == 0
+    after_first = counts(admin, *DEMO_TABLES)
+    admin.execute("delete from public.idempotency_keys")  # what the daily maintenance does after their retention
+    assert cli("seed", "--demo").exit_code == 0
+    assert counts(admin, *DEMO_TABLES) == after_first
+
+
+def test_the_demo_s_events_carry_no_personal_data_and_are_history(cli, admin):
+    from pipecd import demo
+
+    assert cli("seed", "--demo").exit_code == 0
+    payloads = [json.dumps(data) for (data,) in rows(admin, "select data from public.outbox")]
+    assert len(payloads) > 90  # every demo record announced its creation
+    personal = {u.email for u in demo.USERS} | {u.name for u in demo.USERS}
+    personal |= {w for first, last, email, *_ in demo.PERSONS for w in (first, last, email)}
+    personal |= {title for title, *_ in demo.DEALS} | {name for name, *_ in demo.ORGANIZATIONS}
+    personal |= {contact for _, _, _, contact, email, *_ in demo.LEADS for contact in (contact, email) if contact}
+    hits = sorted({word for word in personal for payload in payloads if word in payload})
+    assert hits == []
+    # the demo describes the past: its events are dispatched, so no workflow acts on them
+    assert rows(admin, "select count(*) from public.outbox where dispatched_at is null") == [(0,)]
+
+
 def test_seed_without_demo_flag_does_nothing(cli, admin):
     before = counts(admin, *DEMO_TABLES)
     result = cli("seed")

@@ -381,15 +381,22 @@ def test_no_policy_is_for_all(admin):
 CALLER_ID_ARGUMENT = re.compile(r"user_?id|uid|caller", re.IGNORECASE)
 
 
-def test_no_security_definer_function_takes_a_caller_id(admin):
+def test_no_security_definer_function_a_user_can_call_takes_a_caller_id(admin):
+    """A signed-in user must not be able to name whom a privileged function acts for (auth.uid() says that).
+    Functions only the system may call (e.g. a workflow checking that an account is active) are exempt."""
     definers = admin.execute(
-        "select n.nspname || '.' || p.proname, coalesce(p.proargnames, '{}') from pg_proc p"
-        " join pg_namespace n on n.oid = p.pronamespace"
+        "select n.nspname || '.' || p.proname, coalesce(p.proargnames, '{}'),"
+        " has_function_privilege('authenticated', p.oid, 'execute') or has_function_privilege('anon', p.oid, 'execute')"
+        " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
         " where p.prosecdef and n.nspname in ('public', 'private', 'auth')"
     ).fetchall()
 
-    assert "private.has_permission" in {name for name, _ in definers}
-    assert [(name, args) for name, args in definers if any(CALLER_ID_ARGUMENT.search(a) for a in args)] == []
+    assert "private.has_permission" in {name for name, _, _ in definers}
+    assert [(name, args) for name, args, callable_by_users in definers
+            if callable_by_users and any(CALLER_ID_ARGUMENT.search(a) for a in args)] == []
+    system_only = [name for name, args, callable_by_users in definers
+                   if not callable_by_users and any(CALLER_ID_ARGUMENT.search(a) for a in args)]
+    assert system_only == ["private.account_is_active"]
 
 
 @pytest.mark.parametrize(

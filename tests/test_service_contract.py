@@ -47,6 +47,7 @@ def test_every_domain_has_a_service_module():
         "services.deals.service",
         "services.deletion.service",
         "services.leads.service",
+        "services.maintenance.service",
         "services.notes.service",
         "services.notifications.service",
         "services.pipelines.service",

@@ -184,7 +184,7 @@ class Runner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Execute jobs (`parallel` at a time) and fire cron ticks until `stop` is set."""
-        workers = [asyncio.create_task(self._work(stop)) for _ in range(self.parallel)]
+        workers = [asyncio.create_task(self._work(stop, index)) for index in range(self.parallel)]
         workers.append(asyncio.create_task(self._cron(stop)))
         try:
             await stop.wait()
@@ -196,7 +196,10 @@ class Runner:
     def wake(self) -> None:
         self._wake.set()
 
-    async def _work(self, stop: asyncio.Event) -> None:
+    async def _work(self, stop: asyncio.Event, index: int) -> None:
+        """One of `parallel` workers. Idle, the first looks for ready jobs every `poll` seconds and the others
+        rarely: a worker that claims a job wakes another, so the pool fills up as soon as there is work."""
+        idle = self.poll if index == 0 else self.poll * self.parallel
         while not stop.is_set():
             try:
                 if await self.run_one():
@@ -205,7 +208,7 @@ class Runner:
                 log.exception("embedded runner: a job failed unexpectedly")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll)
+                await asyncio.wait_for(self._wake.wait(), idle)
 
     async def _cron(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -224,6 +227,7 @@ class Runner:
         job = await self._claim()
         if job is None:
             return False
+        self._wake.set()  # there may be more: another worker looks
         heartbeat = asyncio.create_task(self._heartbeat(job))
         try:
             outcome = await self._call(job)
