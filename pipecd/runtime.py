@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -159,6 +160,7 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
 
 def workflows(settings: Settings, db: Database) -> workflow_engine.Engine | None:
     """The engine this process runs (relay, and the runner when embedded); None when workflows are off."""
+    quiet_http_client_logs()
     timing = workflow_engine.Timing(relay_interval=settings.relay_interval,
                                     backoff_scale=settings.workflow_backoff_scale)
     if settings.workflow_engine == "embedded":
@@ -180,3 +182,9 @@ def inngest_client(settings: Settings) -> inngest.Inngest:
 
 def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def quiet_http_client_logs() -> None:
+    """httpx logs every request at INFO; the embedded runner makes one per step over its in-process transport,
+    which would bury the server's own log lines."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -34,6 +34,10 @@ from services.pipelines import service as pipelines
 from services.pipelines.schemas import PipelineCreate, StageInput
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Apps built by tests run no workflow engine unless a test asks for one: a background relay and runner would
+# otherwise act on every test's events (and wait on the test's own blocking checks).
+os.environ["PIPECD_WORKFLOWS"] = "off"
 _counter = itertools.count()
 
 
@@ -266,7 +270,7 @@ def settings(admin_url: str, tmp_path: Path):
 
     return Settings(
         DATABASE_URL=admin_url, PIPECD_STATE_DIR=tmp_path / "state", PIPECD_ENV="test",
-        SUPABASE_JWT_SECRET=TEST_JWT_SECRET, PIPECD_WORKFLOWS="off",
+        SUPABASE_JWT_SECRET=TEST_JWT_SECRET,
     )
 
 
