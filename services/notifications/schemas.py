@@ -13,11 +13,15 @@ from services.activities.schemas import ActivityType
 
 class NotificationKind(StrEnum):
     ACTIVITY_REMINDER = "activity_reminder"
+    SUMMARY_READY = "summary_ready"
+    DIGEST_READY = "digest_ready"
+    ERASURE_DONE = "erasure_done"
 
 
 class Notification(BaseModel):
     id: UUID = Field(description="Notification id.")
-    kind: NotificationKind = Field(description="What happened: activity_reminder (an activity's reminder is due).")
+    kind: NotificationKind = Field(description="What happened: activity_reminder (an activity's reminder is due), "
+                                  "summary_ready, digest_ready (an AI summary or weekly digest is done), erasure_done.")
     entity_type: str = Field(description="The kind of record it is about, e.g. activity.")
     entity_id: UUID = Field(description="The record it is about.")
     occasion: datetime = Field(description="The moment it is about (for a reminder: the reminder time).")
