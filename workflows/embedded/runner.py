@@ -51,11 +51,16 @@ INTERNAL_ORIGIN = "http://embedded-runner.invalid"
 
 @dataclass(frozen=True)
 class Job:
+    """A claimed job, with what the call needs: the run's event and its finished steps in order."""
+
     id: int
     run_id: UUID
     target: str
     attempt: int
     function_id: str
+    event: dict[str, Any]
+    disable_immediate: bool
+    memos: list[tuple[str, dict[str, Any] | None]]
 
 
 @dataclass(frozen=True)
@@ -267,11 +272,18 @@ class Runner:
                         "update runner.jobs set locked_by = %s, locked_until = now() + %s where id = %s",
                         [self.worker_id, timedelta(seconds=self.lease), row["id"]],
                     )
-                    await uow.execute(
-                        "update runner.runs set status = 'running', updated_at = now() where id = %s",
+                    run = await uow.one(
+                        "update runner.runs set status = 'running', updated_at = now() where id = %s"
+                        " returning event, disable_immediate",
                         [row["run_id"]],
                     )
-                    return Job(row["id"], row["run_id"], row["target"], row["attempt"], row["function_id"])
+                    steps = await uow.all(
+                        "select step_id, op, data, error from runner.steps where run_id = %s order by position",
+                        [row["run_id"]],
+                    )
+                    assert run is not None  # the job's foreign key keeps its run
+                    return Job(row["id"], row["run_id"], row["target"], row["attempt"], row["function_id"],
+                               run["event"], run["disable_immediate"], [(s["step_id"], _memo(s)) for s in steps])
         return None
 
     async def _slot_free(self, uow: UnitOfWork, row: Row) -> bool:
@@ -310,16 +322,9 @@ class Runner:
 
     async def _call(self, job: Job) -> Outcome:
         spec = self.specs[job.function_id]
-        async with self.db.unit_of_work(SYSTEM) as uow:
-            run = await uow.one("select event, disable_immediate from runner.runs where id = %s", [job.run_id])
-            steps = await uow.all(
-                "select step_id, op, data, error from runner.steps where run_id = %s order by position", [job.run_id]
-            )
-        if run is None:
-            return Outcome("error", error={"name": "RunGone", "message": "the run was removed"}, retriable=False)
         body = jcs.canonicalize(protocol.call_body(
-            event=run["event"], run_id=str(job.run_id), attempt=job.attempt, max_attempts=spec.max_attempts,
-            disable_immediate=run["disable_immediate"], memos=[(s["step_id"], _memo(s)) for s in steps],
+            event=job.event, run_id=str(job.run_id), attempt=job.attempt, max_attempts=spec.max_attempts,
+            disable_immediate=job.disable_immediate, memos=job.memos,
         ))
         try:
             response = await self._http.post(
