@@ -22,6 +22,8 @@ from services.notes import service as notes
 from services.notes.schemas import Note
 from services.pipelines import service as pipelines
 from services.pipelines.schemas import Pipeline, Stage
+from services.summaries import service as summaries
+from services.summaries.schemas import Summary, SummarySubject
 from services.users import service as users
 from services.users.schemas import UserProfile
 
@@ -67,3 +69,17 @@ class Loaders:
             link: _grouped(read, lambda uow, ids, link=link: notes.list_for(uow, link, ids))
             for link in ("deal_id", "lead_id", "person_id", "organization_id")
         }
+        self.latest_summary: dict[SummarySubject, DataLoader[UUID, Summary | None]] = {
+            kind: _by_subject(read, lambda uow, ids, kind=kind: summaries.latest_for(uow, kind, ids))
+            for kind in (SummarySubject.DEAL, SummarySubject.PERSON, SummarySubject.ORGANIZATION)
+        }
+
+
+def _by_subject(
+    read: Read, fetch: Callable[[UnitOfWork, list[UUID]], Awaitable[dict[UUID, T]]]
+) -> DataLoader[UUID, T | None]:
+    async def load(ids: list[UUID]) -> list[T | None]:
+        found = await fetch(await read(), list(ids))
+        return [found.get(i) for i in ids]
+
+    return DataLoader(load_fn=load)

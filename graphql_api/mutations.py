@@ -25,6 +25,7 @@ from graphql_api.types import (
     PersonType,
     PipelineType,
     StageType,
+    SummaryType,
     TeamType,
     UserType,
 )
@@ -48,6 +49,8 @@ from services.pipelines.schemas import (
     StageInput,
     StageUpdate,
 )
+from services.summaries import service as summaries
+from services.summaries.schemas import SummarySubject
 from services.users import service as users
 from services.users.schemas import ProfileUpdate, TeamCreate
 
@@ -571,3 +574,15 @@ class Mutation:
     async def mark_all_notifications_read(self, info: strawberry.Info) -> int:
         async with info.context.write() as uow:
             return await notifications.mark_all_read(uow)
+
+    # AI summaries -----------------------------------------------------------------------------------------
+
+    @strawberry.mutation(description="Ask for an AI summary of a deal, person or organization you can see, or of "
+                         "your own deals in a pipeline (needs ai:use). Returns it QUEUED at once; read it with "
+                         "`summary(id)` a moment later. Asking again while one is pending returns that one.")
+    async def request_summary(
+        self, info: strawberry.Info, subject_type: SummarySubject, subject_id: UUID
+    ) -> SummaryType:
+        async with info.context.write() as uow:
+            summary = await summaries.request_summary(uow, subject_type, subject_id)
+        return SummaryType.from_pydantic(summary)

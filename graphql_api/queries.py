@@ -22,6 +22,7 @@ from graphql_api.types import (
     PersonType,
     PipelineType,
     SearchHitType,
+    SummaryType,
     TeamType,
     UserType,
     connection,
@@ -43,6 +44,8 @@ from services.notes.schemas import NoteFilter
 from services.pipelines import service as pipelines
 from services.search import service as search_service
 from services.search.schemas import SearchType
+from services.summaries import service as summaries
+from services.summaries.schemas import SummarySubject
 from services.users import service as users
 
 
@@ -124,6 +127,18 @@ class Query:
     @strawberry.field(description="One deal; null, with a NOT_FOUND error, if it is missing or hidden.")
     async def deal(self, info: strawberry.Info, id: UUID) -> DealType | None:
         return DealType.from_pydantic(await deals.get(await info.context.read(), id))
+
+    @strawberry.field(description="One of your AI summaries (poll it after requestSummary until it is DONE).")
+    async def summary(self, info: strawberry.Info, id: UUID) -> SummaryType:
+        return SummaryType.from_pydantic(await summaries.get(await info.context.read(), id))
+
+    @strawberry.field(description="Your AI summaries of a record or pipeline, newest first.")
+    async def summaries(
+        self, info: strawberry.Info, subject_type: SummarySubject, subject_id: UUID, first: int = DEFAULT_LIMIT,
+        after: str | None = None,
+    ) -> Connection[SummaryType]:
+        page = await summaries.list_for(await info.context.read(), subject_type, subject_id, page_request(first, after))
+        return connection(page, SummaryType)
 
     @strawberry.field(description="Persons visible to the caller, newest first.")
     async def persons(

@@ -19,12 +19,14 @@ from services.contacts.schemas import Organization, Person
 from services.deals.schemas import Deal, StageChange
 from services.kernel.errors import Invalid
 from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest, encode_cursor
+from services.kernel.permissions import Perm
 from services.leads.schemas import ConversionResult, Lead
 from services.notes.schemas import Note
 from services.notifications import service as notifications
 from services.notifications.schemas import Notification
 from services.pipelines.schemas import Pipeline, Stage
 from services.search.schemas import SearchHit
+from services.summaries.schemas import CitedText, Summary, SummaryContent, SummarySubject
 from services.users.schemas import Me, Team, UserProfile
 
 N = TypeVar("N")
@@ -109,16 +111,46 @@ def _owner_field() -> Any:
     return owner
 
 
+@from_model(model=CitedText, all_fields=True, name="CitedText", description="A point with the records it rests on.")
+class CitedTextType:
+    pass
+
+
+@from_model(model=SummaryContent, all_fields=True, name="SummaryContent",
+            description="What the model wrote: plain text, to be shown as text (never as HTML or Markdown links).")
+class SummaryContentType:
+    pass
+
+
+@from_model(model=Summary, all_fields=True, name="Summary",
+            description="An AI summary you requested: queued at once, done a moment later (read it again). Made "
+                        "from what you could see when it was made.")
+class SummaryType:
+    pass
+
+
+def _latest_summary_field(subject_type: SummarySubject) -> Any:
+    @strawberry.field(description="Your newest finished AI summary of it (null without one, or without ai:use).")
+    async def latest_summary(self: Any, info: strawberry.Info) -> SummaryType | None:
+        if not info.context.principal.can(Perm.AI_USE):
+            return None
+        return await _one(_loaders(info).latest_summary[subject_type], self.id, SummaryType)
+
+    return latest_summary
+
+
 @from_model(model=Organization, all_fields=True, name="Organization", description="A company or institution.")
 class OrganizationType:
     owner = _owner_field()
     activities, notes = _attachments("organization_id")
+    latest_summary = _latest_summary_field(SummarySubject.ORGANIZATION)
 
 
 @from_model(model=Person, all_fields=True, name="Person", description="A contact person.")
 class PersonType:
     owner = _owner_field()
     activities, notes = _attachments("person_id")
+    latest_summary = _latest_summary_field(SummarySubject.PERSON)
 
     @strawberry.field(description="The organization the person works for.")
     async def organization(self, info: strawberry.Info) -> OrganizationType | None:
@@ -129,6 +161,7 @@ class PersonType:
 class DealType:
     owner = _owner_field()
     activities, notes = _attachments("deal_id")
+    latest_summary = _latest_summary_field(SummarySubject.DEAL)
 
     @strawberry.field(description="The deal's pipeline.")
     async def pipeline(self, info: strawberry.Info) -> PipelineType | None:

@@ -45,6 +45,7 @@ TABLES = {
 WRITABLE = (
     "user_profiles", "user_roles", "teams", "team_members", "pipelines", "stages", "organizations", "persons",
     "deals", "deal_stage_history", "leads", "activities", "notes", "audit_log", "outbox", "idempotency_keys",
+    "ai_summaries",
 )
 
 
@@ -646,10 +647,13 @@ def refusal(body: dict[str, Any], case: Case) -> tuple[str, dict[str, Any]]:
 # Marking your own notifications read needs no permission and writes no audit row or event: tested with the
 # rest of the inbox in test_notifications.py.
 OWN_INBOX = ["markAllNotificationsRead", "markNotificationRead"]
+# Queues a summary of a record rather than changing it: tested (permission, visibility, nothing written, audit,
+# event) in test_summaries.py.
+QUEUES_WORK = ["requestSummary"]
 
 
 def test_every_mutation_of_the_schema_has_a_case():
-    assert sorted([*CASE, *OWN_INBOX]) == sorted(build_schema()._schema.mutation_type.fields)
+    assert sorted([*CASE, *OWN_INBOX, *QUEUES_WORK]) == sorted(build_schema()._schema.mutation_type.fields)
 
 
 # Success: returned fields, stored row, audit row on the graphql channel, events ----------------------------

@@ -53,6 +53,7 @@ def test_every_domain_has_a_service_module():
         "services.pipelines.service",
         "services.reports.service",
         "services.search.service",
+        "services.summaries.service",
         "services.users.service",
     ]
 

@@ -157,3 +157,18 @@ async def notify_due_reminders(uow: UnitOfWork, *, now: datetime, lookback: time
         """,
         [NotificationKind.ACTIVITY_REMINDER.value, until, since],
     )
+
+
+@requires(None)
+async def notify(
+    uow: UnitOfWork, user_id: UUID, kind: NotificationKind, entity_type: str, entity_id: UUID, occasion: datetime
+) -> bool:
+    """Tell `user_id` that something happened to a record (e.g. their summary is ready); once per kind, record and
+    occasion. Only the system may (Forbidden for a user). Returns whether the notification is new."""
+    if not isinstance(uow.principal, SystemPrincipal):
+        raise Forbidden("only the system creates notifications")
+    return bool(await uow.execute(
+        "insert into public.notifications (user_id, kind, entity_type, entity_id, occasion) values (%s, %s, %s, %s, %s)"
+        " on conflict (kind, entity_id, occasion) do nothing",
+        [user_id, kind.value, entity_type, entity_id, occasion],
+    ))
