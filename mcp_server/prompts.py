@@ -19,6 +19,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
 
 from mcp.server.mcpserver.prompts.base import Message, Prompt, UserMessage
 from mcp.shared.exceptions import MCPError
@@ -50,6 +51,7 @@ from services.deals import service as deals
 from services.deals.schemas import Deal, DealFilter, DealStatus
 from services.kernel.errors import Invalid, ServiceError
 from services.kernel.pagination import MAX_LIMIT, PageRequest
+from services.kernel.permissions import Perm
 from services.kernel.principal import Principal
 from services.kernel.uow import Database, UnitOfWork
 from services.leads import service as leads
@@ -57,6 +59,8 @@ from services.pipelines import service as pipelines
 from services.pipelines.schemas import Pipeline
 from services.search import service as search_service
 from services.search.schemas import SearchType
+from services.summaries import service as summaries
+from services.summaries.schemas import SummarySubject
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver.context import Context
@@ -258,6 +262,17 @@ def _matching(values: list[str], typed: str) -> Completion:
 # Installing --------------------------------------------------------------------------------------------
 
 
+async def deal_brief_data(uow: UnitOfWork, deal_id: UUID) -> dict[str, Any]:
+    """The deal with its relations, and the caller's newest AI summary of it when it is still fresh."""
+    records = await deal_record(uow, deal_id)
+    if uow.principal.can(Perm.AI_USE):
+        latest = (await summaries.latest_for(uow, SummarySubject.DEAL, [deal_id])).get(deal_id)
+        if latest is not None and not latest.stale and latest.content is not None:
+            records["latest_summary"] = {"id": str(latest.id), "model": latest.model,
+                                         "made_at": latest.completed_at, **latest.content.model_dump(mode="json")}
+    return records
+
+
 def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None:
     """Add the CRM's prompts and the completions for their arguments to `server`."""
 
@@ -297,11 +312,12 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
     ) -> list[Message]:
         """Brief me on one deal: where it stands, who is involved, what happened and what is planned, the risks,
         and the next best step."""
-        records = await gather(lambda uow: deal_record(uow, record_id(deal_id, "deal_id")))
+        records = await gather(lambda uow: deal_brief_data(uow, record_id(deal_id, "deal_id")))
         return [message(
             "Brief me on this deal before I work on it: where it stands (stage, value, weighted value, expected "
             "close date), who is involved, what happened recently (notes) and what is planned (open activities), "
-            "the risks you see, and the next best step. Keep it short.",
+            "the risks you see, and the next best step. Keep it short. When the records hold a `latest_summary` "
+            "(an AI summary made since the deal last changed), build on it.",
             records,
             f"To record what we decide, use `add_note` or `log_activity` with `deal_id` {records['deal']['id']}; "
             "for all of its activities, `list_activities` with that `deal_id`. Change the deal (`update_deal`, "

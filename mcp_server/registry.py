@@ -127,7 +127,7 @@ def crm_tool(
 # In a filter, `owner_id` also takes "me": the calling user, so the model need not look its own id up first.
 ME = "me"
 OwnerOrMe = Annotated[
-    UUID | Literal["me"] | None, Field(description='Only records owned by this user; "me" for your own.')
+    UUID | Literal["me"] | None, Field(description='Owner; "me" for yours.')
 ]
 
 

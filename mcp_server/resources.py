@@ -27,6 +27,7 @@ from services.kernel.principal import Principal
 from services.kernel.uow import Database, UnitOfWork
 from services.notifications import service as notifications
 from services.pipelines import service as pipelines
+from services.summaries import service as summaries
 from services.users import service as users
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ LEAD_URI = "crm://leads/{lead_id}"
 PIPELINES_URI = "crm://pipelines"
 ME_URI = "crm://me"
 NOTIFICATIONS_URI = "crm://me/notifications"
+SUMMARY_URI = "crm://summaries/{summary_id}"
 
 NOT_AN_ID = "not an id — resolve names to ids with `search` first; never guess ids"
 
@@ -63,6 +65,10 @@ async def person_record(uow: UnitOfWork, person_id: UUID) -> dict[str, Any]:
 
 async def organization_record(uow: UnitOfWork, organization_id: UUID) -> dict[str, Any]:
     return as_data(await organization_detail(uow, organization_id))
+
+
+async def _summary(uow: UnitOfWork, summary_id: UUID) -> Any:
+    return as_data(await summaries.get(uow, summary_id))
 
 
 async def lead_record(uow: UnitOfWork, lead_id: UUID) -> dict[str, Any]:
@@ -151,3 +157,12 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
             return as_data(await notifications.list(uow))
 
         return await read(build)
+
+    @server.resource(
+        SUMMARY_URI, name="summary", title="AI summary", mime_type=JSON,
+        description="One of the user's AI summaries as JSON (from `request_summary`): status, and once done the "
+                    "summary, risks and next steps with the record ids they rest on; `stale` when the record changed "
+                    "after it was made.",
+    )
+    async def summary(summary_id: str) -> str:
+        return await read(lambda uow: _summary(uow, record_id(summary_id, "summary_id")))

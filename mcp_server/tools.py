@@ -48,6 +48,8 @@ from services.reports import service as reports
 from services.reports.schemas import PipelineSummary
 from services.search import service as search_service
 from services.search.schemas import SearchHit, SearchType
+from services.summaries import service as summaries
+from services.summaries.schemas import Summary, SummarySubject
 from services.users import service as users
 from services.users.schemas import Me
 
@@ -55,7 +57,7 @@ TOOLS: list[CrmTool] = []
 
 RESOLVE_FIRST = "Resolve names to ids with `search` first; never guess ids."
 
-DealId = Annotated[UUID, Field(description="The deal's id (from `search` or `list_deals`).")]
+DealId = Annotated[UUID, Field(description="The deal's id (`search`, `list_deals`).")]
 PersonId = Annotated[UUID, Field(description="The person's id (from `search` or `list_persons`).")]
 OrganizationId = Annotated[UUID, Field(description="The organization's id (from `search`).")]
 LeadId = Annotated[UUID, Field(description="The lead's id (from `search` or `list_leads`).")]
@@ -63,10 +65,10 @@ ActivityId = Annotated[UUID, Field(description="The activity's id (from `list_ac
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Field(description="The previous page's `next_cursor`.")]
 IdempotencyKey = Annotated[
-    str | None, Field(max_length=200, description="A retry with the same key returns the first result.")
+    str | None, Field(max_length=200, description="A retry with it returns the first result.")
 ]
 ExpectedVersion = Annotated[
-    int | None, Field(description="The `version` you read; refused if the record changed since.")
+    int | None, Field(description="The `version` you read (refused if changed since).")
 ]
 
 
@@ -223,6 +225,27 @@ async def mark_notifications_read(
 ) -> list[Notification]:
     """Mark notifications read once the user has seen them."""
     return [await notifications.mark_read(uow, notification_id) for notification_id in notification_ids]
+
+
+# AI summaries (scope crm.ai) ----------------------------------------------------------------------------
+
+
+@crm_tool(TOOLS, title="Request an AI summary", calls=summaries.request_summary)
+async def request_summary(
+    uow: UnitOfWork,
+    subject_type: SummarySubject,
+    subject_id: Annotated[UUID, Field(description="The record's id (a pipeline's: your deals in it).")],
+) -> Summary:
+    """Queue an AI summary of a record. Returns at once, queued: call `get_summary` seconds later."""
+    return await summaries.request_summary(uow, subject_type, subject_id)
+
+
+@crm_tool(TOOLS, title="Get an AI summary", calls=summaries.get, read_only=True)
+async def get_summary(
+    uow: UnitOfWork, summary_id: Annotated[UUID, Field(description="From `request_summary`.")]
+) -> Summary:
+    """A summary you requested: status, then content (`stale`: the record changed since)."""
+    return await summaries.get(uow, summary_id)
 
 
 # Changing deals ----------------------------------------------------------------------------------------

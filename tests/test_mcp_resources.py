@@ -150,8 +150,10 @@ async def test_resources_and_templates_are_listed_with_titles_descriptions_and_j
         ("crm://persons/{person_id}", "person", "Person", JSON),
         ("crm://organizations/{organization_id}", "organization", "Organization", JSON),
         ("crm://leads/{lead_id}", "lead", "Lead", JSON),
+        ("crm://summaries/{summary_id}", "summary", "AI summary", JSON),
     ]
-    for template in templates:
+    assert "`request_summary`" in templates[-1].description
+    for template in templates[:-1]:  # records: their ids come from search
         assert "`search`" in template.description, template.name
         assert "never guess" in template.description, template.name
     assert all(r.description for r in listed)
@@ -416,7 +418,8 @@ async def test_deal_brief_gives_the_deal_as_data_then_the_task_and_tools(db, com
     assert before == (
         "Brief me on this deal before I work on it: where it stands (stage, value, weighted value, expected close "
         "date), who is involved, what happened recently (notes) and what is planned (open activities), the risks "
-        "you see, and the next best step. Keep it short."
+        "you see, and the next best step. Keep it short. When the records hold a `latest_summary` (an AI summary "
+        "made since the deal last changed), build on it."
     )
     assert records == {
         "deal": {**plain(deal), "title": "Initech renewal"},

@@ -22,6 +22,8 @@ READ_TOOLS = [
 ]
 # Marking your own notifications read is your own inbox state, not CRM data: offered to every caller.
 INBOX_TOOLS = ["mark_notifications_read"]
+# AI summaries need ai:use (a viewer has none; a token needs crm.ai); get_summary only reads.
+AI_TOOLS = ["request_summary", "get_summary"]
 WRITE_TOOLS = [
     "create_deal", "update_deal", "move_deal_stage", "mark_deal_won", "mark_deal_lost", "create_person",
     "create_organization", "update_contact", "create_lead", "convert_lead", "log_activity", "complete_activity",
@@ -64,13 +66,14 @@ def error_text(result: Any) -> str:
 @pytest.mark.parametrize(
     ("key", "scopes", "offered"),
     [
-        ("bob", None, READ_TOOLS + INBOX_TOOLS + WRITE_TOOLS + ["delete_record"]),
+        ("bob", None, READ_TOOLS + INBOX_TOOLS + AI_TOOLS + WRITE_TOOLS + ["delete_record"]),
         ("vic", None, READ_TOOLS + INBOX_TOOLS),
         ("bob", frozenset({Scope.READ}), READ_TOOLS + INBOX_TOOLS),
+        ("bob", frozenset({Scope.READ, Scope.AI}), READ_TOOLS + INBOX_TOOLS + AI_TOOLS),
         ("bob", frozenset({Scope.WRITE}), READ_TOOLS + INBOX_TOOLS + WRITE_TOOLS),
         ("bob", frozenset({Scope.DELETE}), READ_TOOLS + INBOX_TOOLS + WRITE_TOOLS + ["delete_record"]),
     ],
-    ids=["member", "viewer", "member-read-token", "member-write-token", "member-delete-token"],
+    ids=["member", "viewer", "member-read-token", "member-ai-token", "member-write-token", "member-delete-token"],
 )
 async def test_tools_list_offers_exactly_what_role_and_scopes_allow(db, company, key, scopes, offered, mode):
     async with client_for(db, company, key, scopes=scopes, mode=mode) as client:
@@ -86,7 +89,7 @@ async def test_every_tool_has_a_title_all_four_hints_and_both_schemas(db, compan
         assert tool.title and tool.description, tool.name
         assert tool.input_schema["type"] == "object" and tool.output_schema is not None, tool.name
         assert hints.open_world_hint is False, tool.name
-        assert hints.read_only_hint is (tool.name in READ_TOOLS), tool.name
+        assert hints.read_only_hint is (tool.name in [*READ_TOOLS, "get_summary"]), tool.name
         assert hints.destructive_hint is (tool.name == "delete_record"), tool.name
         assert isinstance(hints.idempotent_hint, bool), tool.name
     described = {t.name: t.description for t in tools}

@@ -329,6 +329,7 @@ def test_idempotent_hint_is_set_exactly_on_the_tools_a_repeat_leaves_as_they_are
     assert writes == {
         "create_deal": False, "create_person": False, "create_organization": False, "create_lead": False,
         "log_activity": False, "add_note": False,  # a repeat without an idempotency key makes a twin
+        "request_summary": False,  # a repeat after the first is done asks for a new one
         **dict.fromkeys(IDEMPOTENT_WRITE_TOOLS, True),
     }
     assert all(t.annotations.idempotent_hint for t in TOOLS if t.annotations.read_only_hint)

@@ -43,18 +43,14 @@ class Input(BaseModel):
 
 
 class OwnedInput(Input):
-    owner_id: UUID | None = Field(
-        None, description="Owner; default the caller. Others may be named by admins and their managers."
-    )
-    visibility: Visibility | None = Field(
-        None, description="Who sees it: owner, team or company. Default: the CRM's default visibility."
-    )
+    owner_id: UUID | None = Field(None, description="Owner (default: you).")
+    visibility: Visibility | None = Field(None, description="Who sees it (default: the CRM's setting).")
 
 
 class RecordFilter(Input):
     owner_id: UUID | None = Field(None, description="Only records owned by this user.")
-    team_id: UUID | None = Field(None, description="Only records whose owner is in this team.")
-    updated_since: datetime | None = Field(None, description="Only records changed at or after this time.")
+    team_id: UUID | None = Field(None, description="Owner's team.")
+    updated_since: datetime | None = Field(None, description="Changed at or after this time.")
     text: str | None = Field(
         None, min_length=1, max_length=MAX_SEARCH_TEXT, description="Case-insensitive text match."
     )
