@@ -72,21 +72,24 @@ class _AnswerOut(BaseModel):
 
 
 # Emails first (an address holds a domain the URL pattern would cut in half), then URLs: with a scheme, www.,
-# or a bare domain followed by a path. Phones: runs of digits and separators with at least 7 digits, except ISO
-# dates and amounts grouped by thousands.
+# or a bare domain followed by a path (a bare domain alone, such as an organization's name "Example.com", stays:
+# summaries are rendered as plain text). Phones: runs of digits and separators with at least 7 digits, except ISO
+# and European dates and amounts grouped by thousands.
 _EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+_URL_TAIL = r"[^\s<>\"'()\[\]“”‘’]*[^\s<>\"'()\[\]“”‘’.,;:!?]"  # a sentence's closing punctuation is not the URL's
 _URL = re.compile(
-    r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s<>\"')\]]+|\b(?:[a-z0-9-]+\.)+[a-z]{2,}/[^\s<>\"')\]]*",
+    rf"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.|\b(?:mailto|tel|sms|javascript|data|vbscript):){_URL_TAIL}"
+    rf"|\b(?:[a-z0-9-]+\.)+[a-z]{{2,}}/(?:{_URL_TAIL})?",
     re.IGNORECASE,
 )
 _PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().\-/]{5,}\d(?!\w)")
-_NOT_A_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,3}(?:[.,\s]\d{3})+")
+_NOT_A_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|\d{1,3}(?:[.,\s]\d{3})+")
 
 
 def _phone(match: re.Match[str]) -> str:
     text = match.group(0)
     digits = sum(c.isdigit() for c in text)
-    if digits < 7 or _NOT_A_PHONE.fullmatch(text.strip()):
+    if digits < 7 or _NOT_A_PHONE.fullmatch(text.strip(" ()")):
         return text
     return REMOVED
 

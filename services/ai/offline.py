@@ -125,6 +125,10 @@ def _next_steps(data: dict[str, Any]) -> list[dict[str, Any]]:
 def _summary(context: Context) -> dict[str, Any]:
     data = context.data
     sentences = [_status_line(data) + "."]
+    contacts = [c for c in (_subject(data).get("person"), _subject(data).get("organization")) if c]
+    if "deal" in data and contacts:
+        people = ", ".join(c["name"] + (f" ({c['job_title']})" if c.get("job_title") else "") for c in contacts)
+        sentences.append(f"Contact: {people}.")
     upcoming = [a for a in data["open_activities"] if not a["overdue"] and a["due_date"]]
     opened = len(data["open_activities"]) + data["omitted"]["activities"]
     if opened:
@@ -134,7 +138,7 @@ def _summary(context: Context) -> dict[str, Any]:
         sentences.append(line + ".")
     notes = data["notes"][:_NOTES_QUOTED]
     if notes:
-        quoted = "; ".join(f"{n['date']} {n['author']}: {first_sentence(n['body'])}" for n in notes)
+        quoted = "; ".join(f"{n['date']} {n['author']}: “{first_sentence(n['body'])}”" for n in notes)
         sentences.append(f"Recent notes: {quoted}")
     return {
         "summary": " ".join(sentences),
@@ -168,7 +172,9 @@ def _deal_step(deal: dict[str, Any]) -> str:
         return f"{deal['title']}: log the outcome of the overdue activities"
     if s["close_date_passed"]:
         return f"{deal['title']}: update the expected close date"
-    return f"{deal['title']}: schedule the next activity"
+    if s["no_next_activity"]:
+        return f"{deal['title']}: schedule the next activity"
+    return f"{deal['title']}: agree on what moves it out of {deal['stage']}"
 
 
 def _digest(data: dict[str, Any]) -> dict[str, Any]:
