@@ -83,13 +83,14 @@ _URL = re.compile(
     re.IGNORECASE,
 )
 _PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().\-/]{5,}\d(?!\w)")
-_NOT_A_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|\d{1,3}(?:[.,\s]\d{3})+")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
+_AMOUNT = re.compile(r"\d{1,3}(?:[.,\s]\d{3})+")
 
 
 def _phone(match: re.Match[str]) -> str:
     text = match.group(0)
-    digits = sum(c.isdigit() for c in text)
-    if digits < 7 or _NOT_A_PHONE.fullmatch(text.strip(" ()")):
+    digits = sum(c.isdigit() for c in _DATE.sub("", text))
+    if digits < 7 or _AMOUNT.fullmatch(text.strip(" ()")):
         return text
     return REMOVED
 
