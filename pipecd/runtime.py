@@ -18,6 +18,8 @@ from pydantic import SecretStr
 from pipecd.database.embedded import EmbeddedPostgres
 from pipecd.database.migrations import migrate
 from pipecd.settings import Settings
+from services.ai.llm import LLM
+from services.ai.offline import OfflineLLM
 from services.kernel.auth import principal_from_claims
 from services.kernel.permissions import Scope
 from services.kernel.principal import Channel, Principal
@@ -25,6 +27,7 @@ from services.kernel.ratelimit import RateLimit, storage
 from services.kernel.tokens import AUDIENCE, TokenVerifier
 from services.kernel.uow import Database
 from workflows import engine as workflow_engine
+from workflows.anthropic_llm import AnthropicLLM
 from workflows.functions import Config as WorkflowConfig
 from workflows.production import inngest_client as production_inngest_client
 
@@ -178,6 +181,14 @@ def inngest_client(settings: Settings) -> inngest.Inngest:
         base_url=settings.inngest_base_url,
         dev=settings.inngest_dev,
     )
+
+
+def llm(settings: Settings) -> LLM:
+    """The model that writes summaries: Claude when an API key is set, else the offline summarizer."""
+    key = _secret(settings.anthropic_api_key)
+    if not key:
+        return OfflineLLM()
+    return AnthropicLLM(key, settings.ai_model, settings.ai_max_tokens, settings.ai_timeout)
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from graphql_api.schema import Limits
 from mcp_server.server import DEFAULT_RATE_LIMIT
 from services.kernel.ratelimit import MEMORY, storage
+from workflows.anthropic_llm import DEFAULT_MODEL
 
 # GraphQL requests per user: a UI loads a page with a handful of requests, so its budget is larger than an agent's.
 DEFAULT_GRAPHQL_RATE_LIMIT = "600/minute"
@@ -181,6 +182,28 @@ class Settings(BaseSettings):
     workflow_backoff_scale: float = Field(
         1.0, validation_alias=AliasChoices("PIPECD_WORKFLOW_BACKOFF_SCALE"), ge=0,
         description="The embedded runner's retry delays are Inngest's table times this (0: retry at once).",
+    )
+
+    # AI: summaries by Claude when a key is set, else by the offline summarizer.
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"),
+        description="Anthropic API key; unset: summaries come from the offline summarizer (model 'offline').",
+    )
+    ai_model: str = Field(
+        DEFAULT_MODEL, validation_alias=AliasChoices("PIPECD_AI_MODEL"), min_length=1, max_length=100,
+        description="The Claude model that writes summaries.",
+    )
+    ai_max_tokens: int = Field(
+        800, validation_alias=AliasChoices("PIPECD_AI_MAX_TOKENS"), ge=100, le=8000,
+        description="Most tokens a summary's answer may take.",
+    )
+    ai_timeout: float = Field(
+        60.0, validation_alias=AliasChoices("PIPECD_AI_TIMEOUT"), gt=0, le=600,
+        description="Seconds one model request may take.",
+    )
+    ai_context_tokens: int = Field(
+        6000, validation_alias=AliasChoices("PIPECD_AI_CONTEXT_TOKENS"), ge=500, le=100000,
+        description="Budget of the CRM data given to the model, in (conservatively estimated) tokens.",
     )
 
     @field_validator("mcp_rate_limit", "graphql_rate_limit")

@@ -40,6 +40,7 @@ class Answer:
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
+    ignored_instructions: bool = False  # the data addressed the model (an injection attempt) and it did not obey
 
 
 class LLM(Protocol):
