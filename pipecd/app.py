@@ -103,7 +103,7 @@ def serve_workflows_on_inngest(app: FastAPI, settings: Settings, db: Database, c
     workflows.production.mount(
         app,
         client,
-        workflows.functions.build(client, db, runtime.workflow_config(settings)),
+        workflows.functions.build(client, db, runtime.workflow_config(settings), runtime.llm(settings)),
         serve_origin=settings.public_url,
         enable_unauthed_sync=settings.inngest_unauthed_sync,
     )

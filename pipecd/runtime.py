@@ -158,6 +158,9 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
         outbox_retention_days=settings.outbox_retention_days,
         runs_retention_days=settings.runs_retention_days,
         idempotency_retention_days=settings.idempotency_retention_days,
+        ai_context_tokens=settings.ai_context_tokens,
+        ai_concurrency_per_user=settings.ai_concurrency_per_user,
+        ai_concurrency=settings.ai_concurrency,
     )
 
 
@@ -167,7 +170,7 @@ def workflows(settings: Settings, db: Database) -> workflow_engine.Engine | None
     timing = workflow_engine.Timing(relay_interval=settings.relay_interval,
                                     backoff_scale=settings.workflow_backoff_scale)
     if settings.workflow_engine == "embedded":
-        return workflow_engine.embedded(db, workflow_config(settings), timing)
+        return workflow_engine.embedded(db, workflow_config(settings), timing, llm(settings))
     if settings.workflow_engine == "inngest":
         return workflow_engine.with_inngest(db, inngest_client(settings), timing)
     return None

@@ -205,6 +205,14 @@ class Settings(BaseSettings):
         6000, validation_alias=AliasChoices("PIPECD_AI_CONTEXT_TOKENS"), ge=500, le=100000,
         description="Budget of the CRM data given to the model, in (conservatively estimated) tokens.",
     )
+    ai_concurrency_per_user: int = Field(
+        1, validation_alias=AliasChoices("PIPECD_AI_CONCURRENCY_PER_USER"), ge=1,
+        description="Summaries of one user generated at the same time.",
+    )
+    ai_concurrency: int = Field(
+        4, validation_alias=AliasChoices("PIPECD_AI_CONCURRENCY"), ge=1,
+        description="Summaries generated at the same time in all.",
+    )
 
     @field_validator("mcp_rate_limit", "graphql_rate_limit")
     @classmethod

@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Apps built by tests run no workflow engine unless a test asks for one: a background relay and runner would
 # otherwise act on every test's events (and wait on the test's own blocking checks).
 os.environ["PIPECD_WORKFLOWS"] = "off"
+# Tests never reach the real Anthropic API: without a key, apps use the offline summarizer.
+os.environ.pop("ANTHROPIC_API_KEY", None)
 _counter = itertools.count()
 
 

@@ -56,13 +56,15 @@ def echo_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The function set is the real one plus `echo`, a trivial function whose calls are recorded here."""
     calls: list[Any] = []
 
-    def build(client: inngest.Inngest, db: Any, config: workflows.functions.Config) -> list[inngest.Function[Any]]:
+    def build(
+        client: inngest.Inngest, db: Any, config: workflows.functions.Config, llm: Any = None
+    ) -> list[inngest.Function[Any]]:
         @client.create_function(fn_id="echo", trigger=inngest.TriggerEvent(event="test/echo"))
         async def echo(ctx: inngest.Context) -> dict[str, Any]:
             calls.append(ctx.event.data)
             return {"echo": ctx.event.data["value"]}
 
-        return [*REAL_BUILD(client, db, config), echo]
+        return [*REAL_BUILD(client, db, config, llm), echo]
 
     monkeypatch.setattr(workflows.functions, "build", build)
     return calls

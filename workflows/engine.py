@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import inngest
 
+from services.ai.llm import LLM
 from services.kernel.uow import Database
 from workflows import functions
 from workflows.embedded.client import EmbeddedInngest
@@ -55,9 +56,9 @@ class Engine:
                 await self.runner.close()
 
 
-def embedded(db: Database, config: functions.Config, timing: Timing) -> Engine:
+def embedded(db: Database, config: functions.Config, timing: Timing, llm: LLM | None = None) -> Engine:
     client = EmbeddedInngest(db)
-    runner = Runner(db, client, functions.build(client, db, config), lease=timing.lease, poll=timing.poll,
+    runner = Runner(db, client, functions.build(client, db, config, llm), lease=timing.lease, poll=timing.poll,
                     backoff_scale=timing.backoff_scale)
     return Engine(Relay(db, EmbeddedSink(runner), interval=timing.relay_interval), runner)
 

@@ -16,12 +16,15 @@ import inngest
 
 from services.activities import service as activities
 from services.activities.schemas import ActivityCreate, ActivityType
+from services.ai.llm import LLM
+from services.ai.offline import OfflineLLM
 from services.kernel.errors import Forbidden, Invalid, NotFound
 from services.kernel.permissions import Scope
 from services.kernel.uow import Database
 from services.maintenance import service as maintenance
 from services.maintenance.schemas import Retention
 from services.notifications import service as notifications
+from workflows import summaries
 from workflows.acting import SYSTEM, as_user
 
 APP_ID = "pipecd"
@@ -39,11 +42,20 @@ class Config:
     outbox_retention_days: int = 7
     runs_retention_days: int = 14
     idempotency_retention_days: int = 30
+    ai_context_tokens: int = 6000
+    ai_concurrency_per_user: int = 1
+    ai_concurrency: int = 4
 
 
-def build(client: inngest.Inngest, db: Database, config: Config) -> list[inngest.Function[Any]]:
-    """Every workflow function, made with `client` (the engine's) over `db`."""
-    functions: list[inngest.Function[Any]] = []
+def build(
+    client: inngest.Inngest, db: Database, config: Config, llm: LLM | None = None
+) -> list[inngest.Function[Any]]:
+    """Every workflow function, made with `client` (the engine's) over `db`; summaries are written by `llm`
+    (default: the offline summarizer)."""
+    functions: list[inngest.Function[Any]] = summaries.build(
+        client, db, llm or OfflineLLM(), context_tokens=config.ai_context_tokens,
+        per_user=config.ai_concurrency_per_user, overall=config.ai_concurrency,
+    )
 
     if config.followup_days > 0:
 

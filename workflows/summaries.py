@@ -1,0 +1,83 @@
+"""The `ai-summary` function: produces a requested summary AS its requester.
+
+The context is built by the requester (scopes narrowed to read and AI), so Row Level Security decides what the
+model sees: a note or linked person they cannot see never reaches the prompt. The model is called outside any
+transaction. A busy model is retried at the time it names; a refusal ends the summary `failed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from uuid import UUID
+
+import inngest
+
+from services.ai.context import build_context
+from services.ai.llm import LLM, ModelBusy, ModelRefused
+from services.kernel.errors import Forbidden, NotFound
+from services.kernel.permissions import Scope
+from services.kernel.uow import Database
+from services.summaries import service as summaries
+from workflows.acting import SYSTEM, as_user
+
+# When a busy model names no time: 30 s, doubling per attempt.
+BUSY_RETRY_SECONDS = 30
+
+
+def build(
+    client: inngest.Inngest, db: Database, llm: LLM, *, context_tokens: int, per_user: int, overall: int
+) -> list[inngest.Function[Any]]:
+
+    async def mark_failed(ctx: inngest.Context) -> None:
+        """When the run fails for good (retries exhausted), so does the summary: nobody waits forever."""
+        failure = cast(dict[str, Any], ctx.event.data)  # inngest/function.failed: {event, error, ...}
+        summary_id = UUID(str(failure["event"]["data"]["summary_id"]))
+        message = str((failure.get("error") or {}).get("message") or "the summary could not be made")
+        async with db.unit_of_work(SYSTEM) as uow:
+            await summaries.fail(uow, summary_id, message)
+
+    @client.create_function(
+        fn_id="ai-summary",
+        trigger=inngest.TriggerEvent(event="crm/ai.summary.requested"),
+        retries=4,
+        concurrency=[inngest.Concurrency(limit=per_user, key="event.data.actor_id"),
+                     inngest.Concurrency(limit=overall)],
+        on_failure=mark_failed,
+    )
+    async def ai_summary(ctx: inngest.Context) -> dict[str, Any]:
+        summary_id = UUID(str(ctx.event.data["summary_id"]))
+
+        async def generate() -> dict[str, Any]:
+            async with db.unit_of_work(SYSTEM) as uow:
+                work = await summaries.start(uow, summary_id)
+            if work is None:
+                return {"summary_id": str(summary_id), "status": "skipped"}
+            requester = await as_user(db, work.requested_by, {Scope.READ, Scope.AI})
+            try:
+                async with db.unit_of_work(requester) as uow:
+                    context = await build_context(uow, work.subject_type.value, work.subject_id,
+                                                  budget_tokens=context_tokens)
+            except (NotFound, Forbidden) as exc:
+                await _give_up(db, summary_id, f"the subject is no longer visible to you: {exc}")
+                raise inngest.NonRetriableError(str(exc)) from exc
+            try:
+                answer = await llm.summarize(context, "summary")
+            except ModelBusy as exc:
+                wait = exc.retry_after or BUSY_RETRY_SECONDS * 2 ** ctx.attempt
+                raise inngest.RetryAfterError(str(exc), int(wait * 1000)) from exc
+            except ModelRefused as exc:
+                await _give_up(db, summary_id, f"the model refused: {exc}")
+                raise inngest.NonRetriableError(str(exc)) from exc
+            async with db.unit_of_work(SYSTEM) as uow:
+                stored = await summaries.store(uow, summary_id, context, answer)
+            return {"summary_id": str(summary_id), "status": "done" if stored else "discarded",
+                    "input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens}
+
+        return await ctx.step.run("generate", generate)
+
+    return [ai_summary]
+
+
+async def _give_up(db: Database, summary_id: UUID, reason: str) -> None:
+    async with db.unit_of_work(SYSTEM) as uow:
+        await summaries.fail(uow, summary_id, reason)
