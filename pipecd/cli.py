@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from functools import partial
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -271,6 +271,50 @@ def workflows_retry(run_id: Annotated[str, typer.Argument(help="The id of a fail
     if not queued:
         _fail(f"no failed run {run_id}")
     typer.echo(f"run {run_id} queued again", err=True)
+
+
+@workflows_app.command("digest")
+def workflows_digest(
+    user: Annotated[str, typer.Option("--user", help="The user's email.")],
+) -> None:
+    """(Development) Make the user's weekly pipeline digest now, on the embedded engine, and print it."""
+    from workflows.embedded import operations
+
+    settings = _settings()
+    if settings.is_production:
+        _fail("`pipecd workflows digest` is for development; PIPECD_ENV is production")
+    if settings.workflow_engine != "embedded":
+        _fail("digests run here on the embedded engine only; with Inngest they come on their schedule")
+    admin = runtime.prepare_database(settings)
+    user_id = runtime.user_id_for_email(admin, user)
+    if user_id is None:
+        _fail(f"no user {user}")
+
+    async def run() -> Any:
+        async with runtime.open_database(settings, admin) as db:
+            engine = runtime.workflows(settings, db)
+            assert engine is not None and engine.runner is not None
+            await engine.start()
+            try:
+                return await operations.digest_now(db, engine.relay, engine.runner, user_id)
+            finally:
+                await engine.runner.close()
+
+    try:
+        row = asyncio.run(run())
+    except ValueError as exc:
+        _fail(str(exc))
+    if row is None:
+        _fail(f"{user} owns no open deal: there is nothing to digest")
+    if row["status"] == "failed":
+        _fail(f"the digest failed: {row['error']}")
+    content = row["content"]
+    typer.echo(f"digest {row['id']} ({row['model']})\n{content['status_line']}\n\n{content['summary']}")
+    for label, items in (("Risks", content["risks"]), ("Next steps", content["next_steps"])):
+        if items:
+            typer.echo(f"\n{label}:")
+            for item in items:
+                typer.echo(f"  - {item['text']}")
 
 
 @workflows_app.command("send")

@@ -161,6 +161,7 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
         ai_context_tokens=settings.ai_context_tokens,
         ai_concurrency_per_user=settings.ai_concurrency_per_user,
         ai_concurrency=settings.ai_concurrency,
+        digest_cron=settings.digest_cron,
     )
 
 

@@ -213,6 +213,10 @@ class Settings(BaseSettings):
         4, validation_alias=AliasChoices("PIPECD_AI_CONCURRENCY"), ge=1,
         description="Summaries generated at the same time in all.",
     )
+    digest_cron: str = Field(
+        "0 7 * * 1", validation_alias=AliasChoices("PIPECD_DIGEST_CRON"),
+        description="When the weekly pipeline digests are made (cron, UTC; default Monday 07:00).",
+    )
 
     @field_validator("mcp_rate_limit", "graphql_rate_limit")
     @classmethod

@@ -45,6 +45,7 @@ class Config:
     ai_context_tokens: int = 6000
     ai_concurrency_per_user: int = 1
     ai_concurrency: int = 4
+    digest_cron: str = "0 7 * * 1"
 
 
 def build(
@@ -54,7 +55,7 @@ def build(
     (default: the offline summarizer)."""
     functions: list[inngest.Function[Any]] = summaries.build(
         client, db, llm or OfflineLLM(), context_tokens=config.ai_context_tokens,
-        per_user=config.ai_concurrency_per_user, overall=config.ai_concurrency,
+        per_user=config.ai_concurrency_per_user, overall=config.ai_concurrency, digest_cron=config.digest_cron,
     )
 
     if config.followup_days > 0:

@@ -11,6 +11,7 @@ after the time the summary describes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +22,7 @@ from services.contacts import service as contacts
 from services.deals import service as deals
 from services.kernel.errors import Forbidden, NotFound
 from services.kernel.pagination import Page, PageRequest, build_page, keyset
-from services.kernel.permissions import Perm, requires
+from services.kernel.permissions import ROLE_PERMISSIONS, Perm, requires
 from services.kernel.principal import SystemPrincipal
 from services.kernel.uow import UnitOfWork
 from services.notifications import service as notifications
@@ -179,7 +180,7 @@ async def store(uow: UnitOfWork, summary_id: UUID, context: Context, answer: Ans
         set status = 'done', model = %s, content = %s, input_tokens = %s, output_tokens = %s, source_ids = %s,
             snapshot_hash = %s, snapshot_at = %s, completed_at = now(), error = null
         where id = %s and status = 'running'
-        returning requested_by, completed_at
+        returning requested_by, kind, completed_at
         """,
         [answer.model, Jsonb(content), answer.input_tokens, answer.output_tokens, context.source_ids,
          context.snapshot_hash, context.snapshot_at, summary_id],
@@ -187,8 +188,8 @@ async def store(uow: UnitOfWork, summary_id: UUID, context: Context, answer: Ans
     if row is None:
         return False
     uow.emit("crm/ai.summary.completed", summary_id=summary_id, requested_by=row["requested_by"])
-    await notifications.notify(uow, row["requested_by"], NotificationKind.SUMMARY_READY, "ai_summary", summary_id,
-                               row["completed_at"])
+    kind = NotificationKind.DIGEST_READY if row["kind"] == "digest" else NotificationKind.SUMMARY_READY
+    await notifications.notify(uow, row["requested_by"], kind, "ai_summary", summary_id, row["completed_at"])
     return True
 
 
@@ -200,4 +201,74 @@ async def fail(uow: UnitOfWork, summary_id: UUID, error: str) -> bool:
         "update public.ai_summaries set status = 'failed', error = left(%s, 1000), completed_at = now()"
         " where id = %s and status in ('queued', 'running')",
         [error, summary_id],
+    ))
+
+
+# Weekly digests -------------------------------------------------------------------------------------------------
+
+
+def iso_week(day: date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+@requires(None)
+async def request_digests(uow: UnitOfWork, week: str, user_ids: list[UUID] | None = None) -> int:
+    """Ask for one digest per active user who may use AI (or only `user_ids`), as events with the id
+    `digest:<user>:<week>`: a second request for the same user and week (a rerun, another runner) is dropped.
+    Returns how many events were new."""
+    _system(uow)
+    roles = [role.value for role, granted in ROLE_PERMISSIONS.items() if Perm.AI_USE in granted]
+    rows = await uow.all(
+        "select p.id from public.user_profiles p"
+        " where private.account_is_active(p.id) and (%s::uuid[] is null or p.id = any(%s::uuid[]))"
+        " and exists (select 1 from public.user_roles r where r.user_id = p.id and r.role = any(%s))"
+        " order by p.id",
+        [user_ids, user_ids, roles],
+    )
+    if not rows:
+        return 0
+    events = [{"id": f"digest:{row['id']}:{week}", "name": "crm/ai.digest.requested",
+               "data": {"user_id": str(row["id"]), "week": week}} for row in rows]
+    found = await uow.one("select private.emit_events(%s) as emitted", [Jsonb(events)])
+    return int(found["emitted"]) if found else 0
+
+
+@requires(None)
+async def start_digest(uow: UnitOfWork, user_id: UUID, week: str) -> Work | None:
+    """The user's digest of the week, created on first call and marked running; None when it is finished, or
+    when the user owns no open deal to report on. Its subject is the pipeline holding most of their open deals."""
+    _system(uow)
+    pipeline = await uow.one(
+        "select d.pipeline_id from public.deals d where d.owner_id = %s and d.status = 'open'"
+        " group by d.pipeline_id order by count(*) desc, d.pipeline_id limit 1",
+        [user_id],
+    )
+    if pipeline is None:
+        return None
+    await uow.execute(
+        "insert into public.ai_summaries (requested_by, kind, subject_type, subject_id, period)"
+        " values (%s, 'digest', 'pipeline', %s, %s) on conflict (requested_by, period) where kind = 'digest'"
+        " do nothing",
+        [user_id, pipeline["pipeline_id"], week],
+    )
+    row = await uow.one(
+        "update public.ai_summaries set status = 'running', started_at = now()"
+        " where requested_by = %s and kind = 'digest' and period = %s and status in ('queued', 'running')"
+        " returning id, requested_by, kind, subject_type, subject_id",
+        [user_id, week],
+    )
+    if row is None:
+        return None
+    return Work(row["id"], row["requested_by"], row["kind"], SummarySubject(row["subject_type"]), row["subject_id"])
+
+
+@requires(None)
+async def fail_digest(uow: UnitOfWork, user_id: UUID, week: str, error: str) -> bool:
+    """End the user's unfinished digest of the week `failed`."""
+    _system(uow)
+    return bool(await uow.execute(
+        "update public.ai_summaries set status = 'failed', error = left(%s, 1000), completed_at = now()"
+        " where requested_by = %s and kind = 'digest' and period = %s and status in ('queued', 'running')",
+        [error, user_id, week],
     ))

@@ -3,19 +3,22 @@ development) put an event in the outbox by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from psycopg.types.json import Jsonb
 
 from services.kernel.errors import ServiceError
-from services.kernel.uow import Database
+from services.kernel.uow import Database, Row
+from services.summaries import service as summaries
 from workflows.acting import SYSTEM
-from workflows.embedded.runner import requeue
+from workflows.embedded.runner import Runner, requeue
 from workflows.functions import APP_ID
+from workflows.relay import Relay
 
 STATUSES = ("queued", "running", "sleeping", "completed", "failed")
 
@@ -95,3 +98,31 @@ async def send(db: Database, name: str, data: str, event_id: str | None) -> str:
     except ServiceError as exc:
         raise ValueError(str(exc)) from exc
     return chosen
+
+
+async def digest_now(db: Database, relay: Relay, runner: Runner, user_id: UUID, *, seconds: float = 60) -> Row | None:
+    """Request the user's digest of this week and run the engine here until it is finished; the digest's row
+    (status, content), or None when the user has no open deal to report on."""
+    week = summaries.iso_week(datetime.now(UTC).date())
+    async with db.unit_of_work(SYSTEM) as uow:
+        await summaries.request_digests(uow, week, [user_id])
+        asked = await uow.one("select 1 as found from public.outbox where event_id = %s",
+                              [f"digest:{user_id}:{week}"])
+    if asked is None:
+        raise ValueError("this user gets no digest: their account is disabled or their role may not use AI")
+    async with asyncio.timeout(seconds):
+        while True:
+            await relay.drain()
+            await runner.drain()
+            async with db.unit_of_work(SYSTEM) as uow:
+                row = await uow.one(
+                    "select id, status, model, content, error from public.ai_summaries"
+                    " where requested_by = %s and kind = 'digest' and period = %s", [user_id, week])
+                run = await uow.one(
+                    "select status from runner.runs where function_id = %s and idempotency_key = %s",
+                    [f"{APP_ID}-ai-digest", f"digest:{user_id}:{week}"])
+            if row is not None and row["status"] in ("done", "failed"):
+                return row
+            if row is None and run is not None and run["status"] in ("completed", "failed"):
+                return None
+            await asyncio.sleep(0.2)
