@@ -92,6 +92,7 @@ def _expect_refused(body: dict[str, Any], name: str, field: str) -> None:
 QUERY_VARIABLES = {
     "search": {"query": "harbor"},
     "auditLog": {"entityType": "deal", "entityId": str(uuid4())},
+    "summaries": {"subjectType": "DEAL", "subjectId": str(uuid4())},
 }
 
 
