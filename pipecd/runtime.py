@@ -155,6 +155,7 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
         outbox_retention_days=settings.outbox_retention_days,
         runs_retention_days=settings.runs_retention_days,
         idempotency_retention_days=settings.idempotency_retention_days,
+        erasure_settle_seconds=settings.erasure_settle_seconds,
     )
 
 

@@ -22,6 +22,7 @@ from services.kernel.uow import Database
 from services.maintenance import service as maintenance
 from services.maintenance.schemas import Retention
 from services.notifications import service as notifications
+from workflows import gdpr
 from workflows.acting import SYSTEM, as_user
 
 APP_ID = "pipecd"
@@ -39,6 +40,7 @@ class Config:
     outbox_retention_days: int = 7
     runs_retention_days: int = 14
     idempotency_retention_days: int = 30
+    erasure_settle_seconds: int = 600  # GDPR erasure: how long in-flight work may finish before verification
 
 
 def build(client: inngest.Inngest, db: Database, config: Config) -> list[inngest.Function[Any]]:
@@ -111,4 +113,4 @@ def build(client: inngest.Inngest, db: Database, config: Config) -> list[inngest
         return await ctx.step.run("prune", prune)
 
     functions.append(daily_maintenance)
-    return functions
+    return [*functions, *gdpr.build(client, db, config)]
