@@ -1,7 +1,7 @@
 """GDPR erasure of a person, verified: erase, let in-flight work settle, then prove nothing is left.
 
-An admin (`gdpr:erase`) requests it; the database copies the person's identifiers (full name, emails, phones)
-into the request, readable by the system only. The rest runs as the system, from a workflow:
+An admin (`gdpr:erase`) requests it; the database (`private.request_erasure`) copies the person's identifiers
+(full name, emails, phones) into the request, readable by the system only. The rest runs as the system, from a workflow:
 
 - `erase` (one transaction): deletes the person, the notes and activities attached to them alone, and the AI
   summaries that used them or mention them; replaces every identifier with `[erased]` in every text, JSON and
@@ -51,16 +51,12 @@ async def request_erasure(uow: UnitOfWork, person_id: UUID) -> Erasure:
     if (pending := await _pending(uow, person_id)) is not None:
         return pending
     await contacts.get_person(uow, person_id)
-    row = await uow.one(
-        f"insert into public.gdpr_erasures (person_id) values (%s)"
-        f" on conflict (person_id) where status in ('queued', 'erasing', 'verifying') do nothing"
-        f" returning {_COLUMNS}",
-        [person_id],
-    )
-    if row is None:  # a concurrent request won
+    created = await uow.one("select private.request_erasure(%s) as id", [person_id])
+    if created is None or created["id"] is None:  # a concurrent request won
         if (pending := await _pending(uow, person_id)) is None:
             raise NotFound("person", person_id)
         return pending
+    row = await uow.one(f"select {_COLUMNS} from public.gdpr_erasures where id = %s", [created["id"]])
     erasure = Erasure.model_validate(row)
     await uow.audit("gdpr.request", "gdpr_erasure", erasure.id, after={"person_id": person_id})
     uow.emit("crm/gdpr.erasure.requested", erasure_id=erasure.id)
@@ -206,6 +202,7 @@ class _Column:
 class _Table:
     schema: str
     name: str
+    updatable: bool  # by the system; the rest (e.g. the bookkeeping rules in private) are only scanned
     columns: list[_Column]
 
     @property
@@ -220,7 +217,7 @@ async def _tables(uow: UnitOfWork) -> list[_Table]:
         """
         select n.nspname as schema, c.relname as table, a.attname as column,
                format_type(a.atttypid, a.atttypmod) as type, a.attgenerated <> '' as generated,
-               t.typcategory = 'A' as is_array,
+               t.typcategory = 'A' as is_array, has_table_privilege(c.oid, 'UPDATE') as updatable,
                format_type(case when t.typcategory = 'A' then t.typelem else a.atttypid end, null) as base
         from pg_attribute a
         join pg_class c on c.oid = a.attrelid
@@ -233,14 +230,14 @@ async def _tables(uow: UnitOfWork) -> list[_Table]:
         """,
         [list(SCHEMAS)],
     )
-    tables: dict[tuple[str, str], list[_Column]] = {}
+    tables: dict[tuple[str, str, bool], list[_Column]] = {}
     for r in rows:
         if (r["schema"], r["table"], r["column"]) == _IDENTIFIERS_COLUMN:
             continue
-        tables.setdefault((r["schema"], r["table"]), []).append(
+        tables.setdefault((r["schema"], r["table"], r["updatable"]), []).append(
             _Column(r["column"], r["type"], r["base"], r["is_array"], r["generated"])
         )
-    return [_Table(schema, name, columns) for (schema, name), columns in tables.items()]
+    return [_Table(schema, name, updatable, columns) for (schema, name, updatable), columns in tables.items()]
 
 
 def _redacted(column: _Column) -> sql.Composable | None:
@@ -267,7 +264,7 @@ async def _redact(uow: UnitOfWork, ids: Identifiers) -> dict[str, int]:
     params = {"p": ids.patterns, "d": ids.digit_patterns, "t": ids.terms, "h": ids.phone_digits}
     changed: dict[str, int] = {}
     for table in await _tables(uow):
-        if (table.schema, table.name) == _AUDIT_LOG:
+        if (table.schema, table.name) == _AUDIT_LOG or not table.updatable:
             continue
         sets, tests = [], []
         for column in table.columns:

@@ -9,7 +9,7 @@
 create table public.gdpr_erasures (
   id uuid primary key default gen_random_uuid(),
   person_id uuid not null,
-  requested_by uuid default auth.uid() references public.user_profiles (id) on delete set null,
+  requested_by uuid references public.user_profiles (id) on delete set null,
   status text not null default 'queued' check (status in ('queued', 'erasing', 'verifying', 'done', 'failed')),
   counts jsonb not null default '{}' check (jsonb_typeof(counts) = 'object'),
   hits integer check (hits >= 0),
@@ -26,41 +26,47 @@ create unique index gdpr_erasures_pending_idx on public.gdpr_erasures (person_id
   where status in ('queued', 'erasing', 'verifying');
 create index gdpr_erasures_person_idx on public.gdpr_erasures (person_id, created_at desc);
 
--- The identifiers come from the person row as the requester sees it (RLS applies: an invisible person cannot
--- be named), never from the caller.
-create function private.capture_erasure_identifiers() returns trigger
-language plpgsql set search_path = ''
-as $$
-declare
-  person public.persons;
-begin
-  select p.* into person from public.persons p where p.id = new.person_id;
-  if not found then
-    raise exception 'person % not found', new.person_id using errcode = '23503';
-  end if;
-  new.identifiers := jsonb_build_object('name', person.name, 'emails', to_jsonb(person.emails),
-                                        'phones', to_jsonb(person.phones));
-  new.status := 'queued';
-  new.created_at := now();
-  return new;
-end
-$$;
-create trigger gdpr_erasures_capture before insert on public.gdpr_erasures
-  for each row execute function private.capture_erasure_identifiers();
-
 alter table public.gdpr_erasures enable row level security;
 
--- Admins (gdpr:erase) read every erasure's progress; the identifiers column is not granted to them.
+-- Admins (gdpr:erase) read every erasure's progress; the identifiers column is not granted to them. Nobody but
+-- the system writes the table directly: a request is made through private.request_erasure.
 create policy gdpr_erasures_select on public.gdpr_erasures for select to authenticated
   using ((select private.has_permission('gdpr:erase')));
-create policy gdpr_erasures_insert on public.gdpr_erasures for insert to authenticated
-  with check ((select private.has_permission('gdpr:erase')) and requested_by = (select auth.uid()));
 
 revoke all on public.gdpr_erasures from anon, authenticated;
 grant select (id, person_id, requested_by, status, counts, hits, created_at, completed_at, error)
   on public.gdpr_erasures to authenticated;
-grant insert (person_id) on public.gdpr_erasures to authenticated;
 grant all on public.gdpr_erasures to service_role;
+
+-- Queues the erasure of a person the caller can see and may erase (gdpr:erase), as the caller, copying the
+-- identifiers from the person row; returns the new request's id, or null when one is already pending for the
+-- person. The service emits the event and the audit row in the same transaction.
+create function private.request_erasure(person_id uuid) returns uuid
+language plpgsql security definer set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+  person public.persons;
+  created uuid;
+begin
+  if auth.uid() is null or not private.has_permission('gdpr:erase') then
+    raise exception 'missing permission gdpr:erase' using errcode = '42501';
+  end if;
+  select p.* into person from public.persons p
+  where p.id = request_erasure.person_id and private.can_see(p.owner_id, p.visibility);
+  if not found then
+    raise exception 'person % not found', request_erasure.person_id using errcode = 'P0002';
+  end if;
+  insert into public.gdpr_erasures (person_id, requested_by, identifiers)
+  values (person.id, auth.uid(), jsonb_build_object('name', person.name, 'emails', to_jsonb(person.emails),
+                                                    'phones', to_jsonb(person.phones)))
+  on conflict (person_id) where status in ('queued', 'erasing', 'verifying') do nothing
+  returning id into created;
+  return created;
+end
+$$;
+revoke all on function private.request_erasure(uuid) from public;
+grant execute on function private.request_erasure(uuid) to authenticated;
 
 -- Finding and replacing identifiers ----------------------------------------------------------------------
 
