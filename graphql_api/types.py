@@ -230,8 +230,7 @@ class ErasureType:
     person_id: strawberry.auto
     requested_by: strawberry.auto
     status: strawberry.auto
-    counts: JSON = strawberry.field(description="What the erasure removed: {deleted: {table: rows}, "
-                                                "redacted: {schema.table: rows}}.")
+    counts: JSON
     hits: strawberry.auto
     created_at: strawberry.auto
     completed_at: strawberry.auto

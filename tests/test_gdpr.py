@@ -377,8 +377,8 @@ async def test_a_mention_stored_after_the_erasure_is_found_and_redacted_by_the_v
     assert await hits(db) == []
     assert admin.execute("select body from public.notes where id = %s", [late.id]).fetchone() == (
         "Late word from [erased]",)
-    assert admin.execute("select status, hits, identifiers is null from public.gdpr_erasures").fetchone() == (
-        "done", 0, True)
+    assert admin.execute("select status, hits, identifiers is null, counts -> 'found_when_verifying'"
+                         " from public.gdpr_erasures").fetchone() == ("done", 0, True, 2)  # the note, its audit row
 
 
 async def test_a_mention_that_cannot_be_redacted_fails_the_erasure_naming_where_it_is(

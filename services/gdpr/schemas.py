@@ -31,8 +31,9 @@ class Erasure(BaseModel):
     requested_by: UUID | None = Field(description="Who asked for it; null if that user is gone.")
     status: ErasureStatus = Field(description="queued, erasing (erased; in-flight work is settling), verifying, "
                                               "done (verified: nothing left) or failed (see error).")
-    counts: dict[str, Any] = Field(description="What the erasure removed: records deleted and rows redacted, "
-                                               "per table.")
+    counts: dict[str, Any] = Field(description="What the erasure removed: {deleted: {table: rows}, redacted: "
+                                               "{schema.table: rows}}, and found_when_verifying: mentions that "
+                                               "appeared while it settled (redacted too).")
     hits: int | None = Field(description="Mentions of the person the final scan found (0 when done).")
     created_at: datetime = Field(description="When it was requested.")
     completed_at: datetime | None = Field(description="When it ended (done or failed).")

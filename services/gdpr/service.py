@@ -114,7 +114,12 @@ async def verify(uow: UnitOfWork, erasure_id: UUID) -> int:
         return int(row["hits"] or 0)
     ids = Identifiers.model_validate(row["identifiers"])
     found = await scan(uow, ids)
-    if found:
+    if found:  # work that was in flight while erasing: redact it too, then look again
+        await uow.execute(
+            "update public.gdpr_erasures set counts = counts || jsonb_build_object('found_when_verifying', %s::int)"
+            " where id = %s",
+            [sum(h.rows for h in found), erasure_id],
+        )
         await _redact(uow, ids)
         found = await scan(uow, ids)
     hits = sum(h.rows for h in found)
