@@ -402,3 +402,23 @@ async def test_a_mention_that_cannot_be_redacted_fails_the_erasure_naming_where_
     assert counts(admin, "outbox", "notifications") == {"outbox": 0, "notifications": 0}
     async with db.unit_of_work(SYSTEM) as uow:  # run again (a retried step), it returns the same
         assert await gdpr.verify(uow, erasure_id) == 1
+
+
+async def test_a_run_out_of_retries_leaves_the_erasure_pending_with_the_reason(
+    start: Start, api: Api, actors: Actors, admin
+) -> None:
+    engine = await start(erasure_settle_seconds=0, followup_days=0)
+    seeded = await seed(actors, admin)
+    await engine.settle()
+    body = await api.query(REQUEST, {"personId": str(seeded.person)}, as_="alice")
+    erasure_id = body["data"]["requestErasure"]["id"]
+    admin.execute("update public.gdpr_erasures set identifiers = '{\"emails\": []}'")  # unusable: every attempt fails
+    await engine.settle()
+    status, error = admin.execute("select status, error from public.gdpr_erasures where id = %s",
+                                  [erasure_id]).fetchone()
+    assert status == "queued"
+    assert error.startswith("the erasure workflow gave up: 1 validation error for Identifiers")
+    assert admin.execute("select status from runner.runs where function_id = 'pipecd-gdpr-erasure'").fetchone() == (
+        "failed",)
+    again = (await api.query(REQUEST, {"personId": str(seeded.person)}, as_="alice"))["data"]["requestErasure"]
+    assert again == {"id": erasure_id, "personId": str(seeded.person), "status": "QUEUED"}

@@ -23,11 +23,20 @@ if TYPE_CHECKING:
 
 
 def build(client: inngest.Inngest, db: Database, config: Config) -> list[inngest.Function[Any]]:
+    async def gave_up(ctx: inngest.Context) -> None:
+        """Out of retries: say so on the erasure (a retried run carries on from there)."""
+        erasure_id = UUID(str(ctx.event.data["event"]["data"]["erasure_id"]))
+        error = ctx.event.data.get("error") or {}
+        reason = f"the erasure workflow gave up: {error.get('message') or error.get('name') or 'unknown error'}"
+        async with db.unit_of_work(SYSTEM) as uow:
+            await gdpr.record_failure(uow, erasure_id, reason)
+
     @client.create_function(
         fn_id="gdpr-erasure",
         trigger=inngest.TriggerEvent(event="crm/gdpr.erasure.requested"),
         retries=10,
         concurrency=[inngest.Concurrency(limit=1)],
+        on_failure=gave_up,
     )
     async def gdpr_erasure(ctx: inngest.Context) -> dict[str, Any]:
         erasure_id = UUID(str(ctx.event.data["erasure_id"]))

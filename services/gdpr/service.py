@@ -107,11 +107,12 @@ async def erase(uow: UnitOfWork, erasure_id: UUID) -> dict[str, Any]:
 async def verify(uow: UnitOfWork, erasure_id: UUID) -> int:
     """Prove the erasure (system only): scan, redact and rescan once if anything is found; then done (identifiers
     wiped, `crm/gdpr.erasure.completed` emitted, the requester notified) or failed naming where mentions remain.
-    Returns the hits of the final scan. Run again after it committed, it returns the same hits."""
+    Returns the hits of the final scan. Run again, a failed erasure is verified again (the identifiers are kept
+    until it is done); a done one returns 0."""
     _require_system(uow)
     row = await _locked(uow, erasure_id)
-    if row["status"] in (ErasureStatus.DONE, ErasureStatus.FAILED):
-        return int(row["hits"] or 0)
+    if row["status"] == ErasureStatus.DONE:
+        return 0
     ids = Identifiers.model_validate(row["identifiers"])
     found = await scan(uow, ids)
     if found:  # work that was in flight while erasing: redact it too, then look again
@@ -132,7 +133,8 @@ async def verify(uow: UnitOfWork, erasure_id: UUID) -> int:
         )
         return hits
     done = await uow.one(
-        "update public.gdpr_erasures set status = 'done', hits = 0, identifiers = null, completed_at = now()"
+        "update public.gdpr_erasures set status = 'done', hits = 0, identifiers = null, completed_at = now(),"
+        " error = null"
         " where id = %s returning requested_by, completed_at",
         [erasure_id],
     )
@@ -145,6 +147,18 @@ async def verify(uow: UnitOfWork, erasure_id: UUID) -> int:
         )
     uow.emit("crm/gdpr.erasure.completed", erasure_id=erasure_id)
     return 0
+
+
+@requires(None)
+async def record_failure(uow: UnitOfWork, erasure_id: UUID, reason: str) -> None:
+    """Note why the workflow gave up on an erasure that is not done (system only). Its status stays as it was, so
+    retrying the run carries on where it stopped; meanwhile a new request for the person returns this one, with
+    the reason."""
+    _require_system(uow)
+    await uow.execute(
+        "update public.gdpr_erasures set error = left(%s, 2000) where id = %s and status <> 'done'",
+        [reason, erasure_id],
+    )
 
 
 @requires(None)
