@@ -272,19 +272,15 @@ async def test_the_steps_and_the_scan_refuse_anyone_but_the_system(actors: Actor
                 await step
 
 
-async def test_a_subject_is_erased_from_the_request_on_until_it_fails(api: Api, actors: Actors, db: Database,
-                                                                      admin) -> None:
+async def test_a_subject_counts_as_erased_from_the_request_on(api: Api, actors: Actors, db: Database,
+                                                               admin) -> None:
     seeded = await seed(actors, admin)
     async with db.unit_of_work(SYSTEM) as uow:
         assert not await gdpr.is_erased(uow, [seeded.linked_deal, seeded.person])
-    erasure = (await api.query(REQUEST, {"personId": str(seeded.person)}, as_="alice"))["data"]["requestErasure"]
+    await api.query(REQUEST, {"personId": str(seeded.person)}, as_="alice")
     async with db.unit_of_work(SYSTEM) as uow:
         assert await gdpr.is_erased(uow, [seeded.linked_deal, seeded.person])
         assert not await gdpr.is_erased(uow, [seeded.linked_deal])
-    admin.execute("update public.gdpr_erasures set status = 'failed', completed_at = now() where id = %s",
-                  [erasure["id"]])
-    async with db.unit_of_work(SYSTEM) as uow:
-        assert not await gdpr.is_erased(uow, [seeded.person])
 
 
 # RLS on its own ----------------------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ class Erasure(BaseModel):
     person_id: UUID = Field(description="The person being (or who was) erased; the record itself is gone once "
                                         "the erasure ran.")
     requested_by: UUID | None = Field(description="Who asked for it; null if that user is gone.")
-    status: ErasureStatus = Field(description="queued, erasing (erased; in-flight work is settling), verifying, "
-                                              "done (verified: nothing left) or failed (see error).")
+    status: ErasureStatus = Field(description="queued, erasing (erased; work in flight settles before the "
+                                              "verification), verifying, done (verified: nothing left) or failed "
+                                              "(mentions remain, see error).")
     counts: dict[str, Any] = Field(description="What the erasure removed: {deleted: {table: rows}, redacted: "
                                                "{schema.table: rows}}, and found_when_verifying: mentions that "
                                                "appeared while it settled (redacted too).")

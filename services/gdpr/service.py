@@ -113,6 +113,9 @@ async def verify(uow: UnitOfWork, erasure_id: UUID) -> int:
     row = await _locked(uow, erasure_id)
     if row["status"] == ErasureStatus.DONE:
         return 0
+    await uow.execute(
+        "update public.gdpr_erasures set status = 'verifying', completed_at = null where id = %s", [erasure_id]
+    )
     ids = Identifiers.model_validate(row["identifiers"])
     found = await scan(uow, ids)
     if found:  # work that was in flight while erasing: redact it too, then look again
@@ -163,12 +166,12 @@ async def record_failure(uow: UnitOfWork, erasure_id: UUID, reason: str) -> None
 
 @requires(None)
 async def is_erased(uow: UnitOfWork, record_ids: Sequence[UUID]) -> bool:
-    """Whether any of the ids is a person with an erasure queued, in progress or done (system only): work that
-    was started before the erasure (an AI summary) must not store what it made from them."""
+    """Whether any of the ids is a person with an erasure requested, in progress or finished (system only): work
+    that was started before the erasure (an AI summary) must not store what it made from them. A failed erasure
+    counts too: it fails only in verification, after the person was erased."""
     _require_system(uow)
     row = await uow.one(
-        "select exists (select 1 from public.gdpr_erasures where person_id = any(%s::uuid[]) and status <> 'failed')"
-        " as erased",
+        "select exists (select 1 from public.gdpr_erasures where person_id = any(%s::uuid[])) as erased",
         [list(record_ids)],
     )
     return bool(row and row["erased"])
