@@ -18,6 +18,7 @@ from graphql_api.types import (
     ActivityType,
     ConversionType,
     DealType,
+    ErasureType,
     LeadType,
     NoteType,
     NotificationType,
@@ -35,6 +36,7 @@ from services.contacts import service as contacts
 from services.contacts.schemas import OrganizationCreate, OrganizationUpdate, PersonCreate, PersonUpdate
 from services.deals import service as deals
 from services.deals.schemas import DealCreate, DealUpdate
+from services.gdpr import service as gdpr
 from services.kernel.permissions import Role
 from services.leads import service as leads
 from services.leads.schemas import LeadConversion, LeadCreate, LeadUpdate
@@ -560,6 +562,17 @@ class Mutation:
         async with info.context.write() as uow:
             await deals.delete(uow, id)
         return _deleted(id)
+
+    # GDPR ---------------------------------------------------------------------------------------------------
+
+    @strawberry.mutation(description="Erase a person for good (GDPR; needs gdpr:erase): the person, the notes and "
+                         "activities about them alone, and every mention of their name, emails and phones, then "
+                         "verified. Runs in the background; follow it with `erasure(id)`. While one is pending for "
+                         "the person, that one is returned.")
+    async def request_erasure(self, info: strawberry.Info, person_id: UUID) -> ErasureType:
+        async with info.context.write() as uow:
+            erasure = await gdpr.request_erasure(uow, person_id)
+        return ErasureType.from_pydantic(erasure)
 
     # Your notifications -----------------------------------------------------------------------------------
 

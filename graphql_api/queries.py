@@ -15,6 +15,7 @@ from graphql_api.types import (
     AuditEntryType,
     Connection,
     DealType,
+    ErasureType,
     LeadType,
     MeType,
     NoteType,
@@ -35,6 +36,7 @@ from services.contacts import service as contacts
 from services.contacts.schemas import OrganizationFilter, PersonFilter
 from services.deals import service as deals
 from services.deals.schemas import DealFilter
+from services.gdpr import service as gdpr
 from services.kernel.errors import Invalid
 from services.kernel.pagination import DEFAULT_LIMIT
 from services.leads import service as leads
@@ -211,3 +213,8 @@ class Query:
         with _limit_is_first():
             entries = await audit.for_entity(await info.context.read(), entity_type, entity_id, limit=first)
         return [AuditEntryType.from_pydantic(e) for e in entries]
+
+    @strawberry.field(description="One GDPR erasure's progress (needs gdpr:erase); null, with a NOT_FOUND error, "
+                      "if it is missing.")
+    async def erasure(self, info: strawberry.Info, id: UUID) -> ErasureType | None:
+        return ErasureType.from_pydantic(await gdpr.get(await info.context.read(), id))

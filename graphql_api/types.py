@@ -17,6 +17,7 @@ from services.activities.schemas import Activity
 from services.audit.schemas import AuditEntry
 from services.contacts.schemas import Organization, Person
 from services.deals.schemas import Deal, StageChange
+from services.gdpr.schemas import Erasure
 from services.kernel.errors import Invalid
 from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest, encode_cursor
 from services.kernel.permissions import Perm
@@ -253,6 +254,20 @@ class AuditEntryType:
     entity_id: strawberry.auto
     occurred_at: strawberry.auto
     diff: JSON = strawberry.field(description="Changed fields: {before: {...}, after: {...}}.")
+
+
+@from_model(model=Erasure, all_fields=False, name="Erasure",
+            description="A GDPR erasure of a person: its progress and what it removed (never the identifiers).")
+class ErasureType:
+    id: strawberry.auto
+    person_id: strawberry.auto
+    requested_by: strawberry.auto
+    status: strawberry.auto
+    counts: JSON
+    hits: strawberry.auto
+    created_at: strawberry.auto
+    completed_at: strawberry.auto
+    error: strawberry.auto
 
 
 @from_model(model=ConversionResult, all_fields=True, name="LeadConversion", description="A converted lead.")

@@ -162,6 +162,7 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
         ai_concurrency_per_user=settings.ai_concurrency_per_user,
         ai_concurrency=settings.ai_concurrency,
         digest_cron=settings.digest_cron,
+        erasure_settle_seconds=settings.erasure_settle_seconds,
     )
 
 

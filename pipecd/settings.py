@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         "17 3 * * *", validation_alias=AliasChoices("PIPECD_MAINTENANCE_CRON"),
         description="When the daily maintenance runs (cron, UTC).",
     )
+    erasure_settle_seconds: int = Field(
+        600, validation_alias=AliasChoices("PIPECD_ERASURE_SETTLE_SECONDS"), ge=0, le=86400,
+        description="A GDPR erasure waits this long after erasing before it verifies, so work in flight (AI "
+                    "summaries) finishes first.",
+    )
     workflow_backoff_scale: float = Field(
         1.0, validation_alias=AliasChoices("PIPECD_WORKFLOW_BACKOFF_SCALE"), ge=0,
         description="The embedded runner's retry delays are Inngest's table times this (0: retry at once).",

@@ -40,12 +40,13 @@ READ_ONLY = [Scope.READ]
 TABLES = {
     "team": "teams", "user": "user_profiles", "pipeline": "pipelines", "stage": "stages", "activity": "activities",
     "note": "notes", "lead": "leads", "person": "persons", "organization": "organizations", "deal": "deals",
+    "gdpr_erasure": "gdpr_erasures",
 }
 # Every table a mutation may write, for "nothing was written" (contents, not just counts).
 WRITABLE = (
     "user_profiles", "user_roles", "teams", "team_members", "pipelines", "stages", "organizations", "persons",
     "deals", "deal_stage_history", "leads", "activities", "notes", "audit_log", "outbox", "idempotency_keys",
-    "ai_summaries",
+    "ai_summaries", "gdpr_erasures",
 )
 
 
@@ -622,6 +623,17 @@ CASES = [
         lambda w: {"id": w.deal, "deleted": True},
         ("id",), lambda w, d: GONE,
         "deal.delete", ("crm/deal.deleted",),
+    ),
+    # GDPR ----------------------------------------------------------------------------------------------------
+    Case(
+        "requestErasure", "gdpr_erasure", "gdpr:erase",
+        "mutation($personId: UUID!) { requestErasure(personId: $personId) { id personId status hits error } }",
+        lambda w: {"personId": w.person},
+        lambda w: {"id": NEW, "personId": w.person, "status": "QUEUED", "hits": None, "error": None},
+        ("person_id", "requested_by", "status", "identifiers"),
+        lambda w, d: [w.person, w.users["alice"], "queued",
+                      {"name": "Greta Lind", "emails": ["greta@harbor.example"], "phones": []}],
+        "gdpr.request", ("crm/gdpr.erasure.requested",), caller="alice",
     ),
 ]
 CASE = {case.name: case for case in CASES}

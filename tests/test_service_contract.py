@@ -46,6 +46,7 @@ def test_every_domain_has_a_service_module():
         "services.contacts.service",
         "services.deals.service",
         "services.deletion.service",
+        "services.gdpr.service",
         "services.leads.service",
         "services.maintenance.service",
         "services.notes.service",

@@ -160,3 +160,25 @@ async def test_graphql_requests_and_reads_a_summary(api, actors: Actors) -> None
     refused = await api.query("mutation($id: UUID!) { requestSummary(subjectType: DEAL, subjectId: $id) { id } }",
                               {"id": str(deal_id)}, as_="vic")
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_a_summary_made_from_a_person_being_erased_is_not_stored(actors: Actors, admin) -> None:
+    from services.contacts import service as contacts
+    from services.contacts.schemas import PersonCreate
+    from services.gdpr import service as gdpr
+
+    async with actors.uow("bob") as uow:
+        person = await contacts.create_person(uow, PersonCreate(first_name="Wile", last_name="Coyote"))
+        deal = await deals.create(uow, DealCreate(title="Acme renewal", person_id=person.id))
+        queued = await summaries.request_summary(uow, SummarySubject.DEAL, deal.id)
+    async with actors.db.unit_of_work(SYSTEM) as uow:
+        assert await summaries.start(uow, queued.id) is not None
+    async with actors.uow("alice") as uow:  # the erasure is requested while the summary is being written
+        await gdpr.request_erasure(uow, person.id)
+    context, result = answer(deal.id)
+    context = Context(context.subject_type, context.subject_id, context.data, [deal.id, person.id],
+                      context.snapshot_hash, context.snapshot_at)
+    async with actors.db.unit_of_work(SYSTEM) as uow:
+        assert await summaries.store(uow, queued.id, context, result) is False
+    assert admin.execute("select status, content, error from public.ai_summaries").fetchall() == [
+        ("failed", None, "a person this summary was made from has been erased")]

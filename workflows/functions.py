@@ -24,7 +24,7 @@ from services.kernel.uow import Database
 from services.maintenance import service as maintenance
 from services.maintenance.schemas import Retention
 from services.notifications import service as notifications
-from workflows import summaries
+from workflows import gdpr, summaries
 from workflows.acting import SYSTEM, as_user
 
 APP_ID = "pipecd"
@@ -46,6 +46,7 @@ class Config:
     ai_concurrency_per_user: int = 1
     ai_concurrency: int = 4
     digest_cron: str = "0 7 * * 1"
+    erasure_settle_seconds: int = 600  # GDPR erasure: how long in-flight work may finish before verification
 
 
 def build(
@@ -124,4 +125,4 @@ def build(
         return await ctx.step.run("prune", prune)
 
     functions.append(daily_maintenance)
-    return functions
+    return [*functions, *gdpr.build(client, db, config)]

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from services.ai.llm import Answer, Context
 from services.contacts import service as contacts
 from services.deals import service as deals
+from services.gdpr import service as gdpr
 from services.kernel.errors import Forbidden, NotFound
 from services.kernel.pagination import Page, PageRequest, build_page, keyset
 from services.kernel.permissions import ROLE_PERMISSIONS, Perm, requires
@@ -166,8 +167,11 @@ async def start(uow: UnitOfWork, summary_id: UUID) -> Work | None:
 @requires(None)
 async def store(uow: UnitOfWork, summary_id: UUID, context: Context, answer: Answer) -> bool:
     """Keep the answer with what it was made from, announce it and tell the requester; False (nothing stored)
-    when the summary is no longer running."""
+    when the summary is no longer running, or when a person it was made from is being erased (it then fails)."""
     _system(uow)
+    if await gdpr.is_erased(uow, context.source_ids):
+        await fail(uow, summary_id, "a person this summary was made from has been erased")
+        return False
     content: dict[str, Any] = {
         "summary": answer.summary,
         "status_line": answer.status_line,
