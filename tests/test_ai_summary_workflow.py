@@ -157,6 +157,40 @@ async def summary_done(mcp: Any, summary_id: str) -> bool:
     return (await mcp.call_tool("get_summary", {"summary_id": summary_id})).structured_content["status"] == "done"
 
 
+async def test_a_summary_by_claude_end_to_end_over_graphql(settings, company, monkeypatch) -> None:
+    """The app's own wiring, with Claude's API faked at the transport: the summary carries the model's answer."""
+    import httpx
+    from conftest import Api, lifespan
+
+    from pipecd import runtime
+    from pipecd.app import create_app
+
+    api_fake = FakeApi(error(529, "overloaded_error"), ok())
+    monkeypatch.setattr(runtime, "llm", lambda settings: api_fake.llm())
+    embedded = settings.model_copy(update={"workflows": "embedded", "relay_interval": 0.2})
+    app = create_app(embedded)
+    async with lifespan(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            api = Api(client, embedded, company)
+            created = await api.query('mutation { createDeal(input: {title: "Acme renewal"}) { id } }')
+            deal_id = created["data"]["createDeal"]["id"]
+            queued = await api.query("mutation($id: UUID!) { requestSummary(subjectType: DEAL, subjectId: $id)"
+                                     " { id } }", {"id": deal_id})
+            summary_id = queued["data"]["requestSummary"]["id"]
+
+            async def done() -> Any:
+                body = await api.query("query($id: UUID!) { summary(id: $id) { status model inputTokens content"
+                                       " { summary } } }", {"id": summary_id})
+                return body["data"]["summary"] if body["data"]["summary"]["status"] == "DONE" else None
+
+            async with asyncio.timeout(10):
+                while not (found := await done()):  # noqa: ASYNC110 (the engine works in the background)
+                    await asyncio.sleep(0.1)
+    assert found == {"status": "DONE", "model": anthropic_llm.DEFAULT_MODEL, "inputTokens": 812,
+                     "content": {"summary": ANSWER["summary"]}}
+    assert len(api_fake.requests) == 2  # the overloaded first answer was retried
+
+
 async def test_a_summary_end_to_end_over_graphql_and_mcp(settings, company) -> None:
     import httpx
     from conftest import Api, lifespan
