@@ -21,7 +21,7 @@ from services.ai.llm import Answer, Context
 from services.contacts import service as contacts
 from services.deals import service as deals
 from services.gdpr import service as gdpr
-from services.kernel.errors import Forbidden, NotFound
+from services.kernel.errors import Conflict, Forbidden, NotFound
 from services.kernel.pagination import Page, PageRequest, build_page, keyset
 from services.kernel.permissions import ROLE_PERMISSIONS, Perm, requires
 from services.kernel.principal import SystemPrincipal
@@ -81,13 +81,15 @@ async def request_summary(uow: UnitOfWork, subject_type: SummarySubject, subject
     queued. Asking again while one is queued or running for the same subject returns that one."""
     subject_type = SummarySubject(subject_type)
     await _ensure_visible(uow, subject_type, subject_id)
-    row = await uow.one(
-        "insert into public.ai_summaries (requested_by, subject_type, subject_id) values (auth.uid(), %s, %s)"
-        " on conflict (requested_by, kind, subject_type, subject_id) where status in ('queued', 'running')"
-        " do nothing returning id",
-        [subject_type.value, subject_id],
-    )
-    if row is None:
+    for _ in range(2):  # a pending one may finish between the insert and the read: then queue anew
+        row = await uow.one(
+            "insert into public.ai_summaries (requested_by, subject_type, subject_id) values (auth.uid(), %s, %s)"
+            " on conflict (requested_by, kind, subject_type, subject_id) where status in ('queued', 'running')"
+            " do nothing returning id",
+            [subject_type.value, subject_id],
+        )
+        if row is not None:
+            break
         pending = await uow.one(
             f"{_SELECT} where s.requested_by = auth.uid() and s.kind = 'summary' and s.subject_type = %s"
             " and s.subject_id = %s and s.status in ('queued', 'running')",
@@ -95,7 +97,8 @@ async def request_summary(uow: UnitOfWork, subject_type: SummarySubject, subject
         )
         if pending is not None:
             return Summary.from_row(pending)
-        raise NotFound("summary", subject_id)  # it finished between the two statements: ask again
+    if row is None:
+        raise Conflict("a summary of this record finished while you asked; ask again")
     summary = await get(uow, row["id"])
     await uow.audit("summary.request", "ai_summary", summary.id,
                     after={"subject_type": subject_type.value, "subject_id": subject_id})
