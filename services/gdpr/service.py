@@ -29,9 +29,9 @@ from psycopg.types.json import Jsonb
 
 from services.contacts import service as contacts
 from services.gdpr.schemas import Erasure, ErasureStatus, Hit, Identifiers
-from services.kernel.errors import Forbidden, NotFound
+from services.kernel.errors import NotFound
 from services.kernel.permissions import Perm, requires
-from services.kernel.principal import SystemPrincipal
+from services.kernel.principal import require_system
 from services.kernel.uow import Row, UnitOfWork
 
 SCHEMAS = ("public", "private", "runner")
@@ -76,7 +76,7 @@ async def get(uow: UnitOfWork, erasure_id: UUID) -> Erasure:
 async def erase(uow: UnitOfWork, erasure_id: UUID) -> dict[str, Any]:
     """Erase the person (system only; see the module docstring); returns what was deleted and redacted, per
     table. Run again after it committed, it changes nothing and returns the same counts."""
-    _require_system(uow)
+    require_system(uow.principal, "erases and verifies")
     row = await _locked(uow, erasure_id)
     if row["status"] != ErasureStatus.QUEUED:
         return dict(row["counts"])
@@ -109,7 +109,7 @@ async def verify(uow: UnitOfWork, erasure_id: UUID) -> int:
     wiped, `crm/gdpr.erasure.completed` emitted, the requester notified) or failed naming where mentions remain.
     Returns the hits of the final scan. Run again, a failed erasure is verified again (the identifiers are kept
     until it is done); a done one returns 0."""
-    _require_system(uow)
+    require_system(uow.principal, "erases and verifies")
     row = await _locked(uow, erasure_id)
     if row["status"] == ErasureStatus.DONE:
         return 0
@@ -157,7 +157,7 @@ async def record_failure(uow: UnitOfWork, erasure_id: UUID, reason: str) -> None
     """Note why the workflow gave up on an erasure that is not done (system only). Its status stays as it was, so
     retrying the run carries on where it stopped; meanwhile a new request for the person returns this one, with
     the reason."""
-    _require_system(uow)
+    require_system(uow.principal, "erases and verifies")
     await uow.execute(
         "update public.gdpr_erasures set error = left(%s, 2000) where id = %s and status <> 'done'",
         [reason, erasure_id],
@@ -169,7 +169,7 @@ async def is_erased(uow: UnitOfWork, record_ids: Sequence[UUID]) -> bool:
     """Whether any of the ids is a person with an erasure requested, in progress or finished (system only): work
     that was started before the erasure (an AI summary) must not store what it made from them. A failed erasure
     counts too: it fails only in verification, after the person was erased."""
-    _require_system(uow)
+    require_system(uow.principal, "erases and verifies")
     row = await uow.one(
         "select exists (select 1 from public.gdpr_erasures where person_id = any(%s::uuid[])) as erased",
         [list(record_ids)],
@@ -188,7 +188,7 @@ async def scan(uow: UnitOfWork, ids: Identifiers) -> list[Hit]:
     found; indexes do not help. Each statement is bounded by the unit of work's statement timeout, so on a big
     database a table that cannot be scanned in time stops the scan with StatementTimeout (the workflow retries;
     give its worker a longer timeout rather than scanning less)."""
-    _require_system(uow)
+    require_system(uow.principal, "erases and verifies")
     if not ids.patterns and not ids.digit_patterns:
         return []
     found: list[Hit] = []
@@ -331,6 +331,3 @@ async def _locked(uow: UnitOfWork, erasure_id: UUID) -> Row:
     return row
 
 
-def _require_system(uow: UnitOfWork) -> None:
-    if not isinstance(uow.principal, SystemPrincipal):
-        raise Forbidden("only the system erases and verifies")

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from services.kernel.errors import Forbidden
 from services.kernel.permissions import (
     Perm,
     Role,
@@ -90,3 +91,10 @@ class SystemPrincipal:
 
 
 AnyPrincipal = Principal | SystemPrincipal
+
+
+def require_system(principal: AnyPrincipal, doing: str) -> None:
+    """For work only the system does (workflow steps, maintenance): any user, whatever their role, is refused
+    with "only the system <doing>"."""
+    if not isinstance(principal, SystemPrincipal):
+        raise Forbidden(f"only the system {doing}")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.kernel.errors import Forbidden
 from services.kernel.permissions import requires
-from services.kernel.principal import SystemPrincipal
+from services.kernel.principal import require_system
 from services.kernel.uow import UnitOfWork
 from services.maintenance.schemas import Pruned, Retention
 
@@ -15,8 +14,7 @@ from services.maintenance.schemas import Pruned, Retention
 @requires(None)
 async def prune(uow: UnitOfWork, retention: Retention) -> Pruned:
     """Delete what is older than its retention; returns how many rows of each kind went."""
-    if not isinstance(uow.principal, SystemPrincipal):
-        raise Forbidden("only the system prunes")
+    require_system(uow.principal, "prunes")
     outbox = await uow.execute(
         "delete from public.outbox where dispatched_at < now() - %s", [timedelta(days=retention.outbox_days)]
     )

@@ -27,7 +27,7 @@ from services.kernel.errors import Forbidden, Invalid, NotFound
 from services.kernel.inputs import utc
 from services.kernel.pagination import Page, PageRequest, decode_cursor, encode_cursor
 from services.kernel.permissions import requires
-from services.kernel.principal import SystemPrincipal
+from services.kernel.principal import require_system
 from services.kernel.uow import Row, UnitOfWork
 from services.notifications.schemas import Notification, NotificationKind
 
@@ -138,8 +138,7 @@ async def notify_due_reminders(uow: UnitOfWork, *, now: datetime, lookback: time
     unique key), so repeated and concurrent runs over overlapping windows create each exactly once. A changed
     reminder time is a new occasion and notifies again; a reminder older than `lookback` when first seen (e.g.
     after a long outage) is skipped rather than delivered late."""
-    if not isinstance(uow.principal, SystemPrincipal):
-        raise Forbidden("only the system creates notifications")
+    require_system(uow.principal, "creates notifications")
     if lookback <= timedelta(0):
         raise Invalid("lookback must be positive", field="lookback")
     try:
@@ -165,8 +164,7 @@ async def notify(
 ) -> bool:
     """Tell `user_id` that something happened to a record (e.g. their summary is ready); once per kind, record and
     occasion. Only the system may (Forbidden for a user). Returns whether the notification is new."""
-    if not isinstance(uow.principal, SystemPrincipal):
-        raise Forbidden("only the system creates notifications")
+    require_system(uow.principal, "creates notifications")
     return bool(await uow.execute(
         "insert into public.notifications (user_id, kind, entity_type, entity_id, occasion) values (%s, %s, %s, %s, %s)"
         " on conflict (kind, entity_id, occasion) do nothing",

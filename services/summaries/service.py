@@ -21,10 +21,10 @@ from services.ai.llm import Answer, Context
 from services.contacts import service as contacts
 from services.deals import service as deals
 from services.gdpr import service as gdpr
-from services.kernel.errors import Conflict, Forbidden, NotFound
+from services.kernel.errors import Conflict, NotFound
 from services.kernel.pagination import Page, PageRequest, build_page, keyset
 from services.kernel.permissions import ROLE_PERMISSIONS, Perm, requires
-from services.kernel.principal import SystemPrincipal
+from services.kernel.principal import require_system
 from services.kernel.uow import UnitOfWork
 from services.notifications import service as notifications
 from services.notifications.schemas import NotificationKind
@@ -147,15 +147,10 @@ async def latest_for(uow: UnitOfWork, subject_type: SummarySubject, subject_ids:
 # The workflow's side: the system starts, stores and fails summaries ---------------------------------------------
 
 
-def _system(uow: UnitOfWork) -> None:
-    if not isinstance(uow.principal, SystemPrincipal):
-        raise Forbidden("only the system writes summaries")
-
-
 @requires(None)
 async def start(uow: UnitOfWork, summary_id: UUID) -> Work | None:
     """Mark a queued (or interrupted running) summary running; None when it is done or failed already."""
-    _system(uow)
+    require_system(uow.principal, "writes summaries")
     row = await uow.one(
         "update public.ai_summaries set status = 'running', started_at = now()"
         " where id = %s and status in ('queued', 'running')"
@@ -171,7 +166,7 @@ async def start(uow: UnitOfWork, summary_id: UUID) -> Work | None:
 async def store(uow: UnitOfWork, summary_id: UUID, context: Context, answer: Answer) -> bool:
     """Keep the answer with what it was made from, announce it and tell the requester; False (nothing stored)
     when the summary is no longer running, or when a person it was made from is being erased (it then fails)."""
-    _system(uow)
+    require_system(uow.principal, "writes summaries")
     if await gdpr.is_erased(uow, context.source_ids):
         await fail(uow, summary_id, "a person this summary was made from has been erased")
         return False
@@ -203,7 +198,7 @@ async def store(uow: UnitOfWork, summary_id: UUID, context: Context, answer: Ans
 @requires(None)
 async def fail(uow: UnitOfWork, summary_id: UUID, error: str) -> bool:
     """End an unfinished summary `failed` with a reason the requester can read."""
-    _system(uow)
+    require_system(uow.principal, "writes summaries")
     return bool(await uow.execute(
         "update public.ai_summaries set status = 'failed', error = left(%s, 1000), completed_at = now()"
         " where id = %s and status in ('queued', 'running')",
@@ -224,7 +219,7 @@ async def request_digests(uow: UnitOfWork, week: str, user_ids: list[UUID] | Non
     """Ask for one digest per active user who may use AI (or only `user_ids`), as events with the id
     `digest:<user>:<week>`: a second request for the same user and week (a rerun, another runner) is dropped.
     Returns how many events were new."""
-    _system(uow)
+    require_system(uow.principal, "writes summaries")
     roles = [role.value for role, granted in ROLE_PERMISSIONS.items() if Perm.AI_USE in granted]
     rows = await uow.all(
         "select p.id from public.user_profiles p"
@@ -245,7 +240,7 @@ async def request_digests(uow: UnitOfWork, week: str, user_ids: list[UUID] | Non
 async def start_digest(uow: UnitOfWork, user_id: UUID, week: str) -> Work | None:
     """The user's digest of the week, created on first call and marked running; None when it is finished, or
     when the user owns no open deal to report on. Its subject is the pipeline holding most of their open deals."""
-    _system(uow)
+    require_system(uow.principal, "writes summaries")
     pipeline = await uow.one(
         "select d.pipeline_id from public.deals d where d.owner_id = %s and d.status = 'open'"
         " group by d.pipeline_id order by count(*) desc, d.pipeline_id limit 1",
@@ -273,7 +268,7 @@ async def start_digest(uow: UnitOfWork, user_id: UUID, week: str) -> Work | None
 @requires(None)
 async def fail_digest(uow: UnitOfWork, user_id: UUID, week: str, error: str) -> bool:
     """End the user's unfinished digest of the week `failed`."""
-    _system(uow)
+    require_system(uow.principal, "writes summaries")
     return bool(await uow.execute(
         "update public.ai_summaries set status = 'failed', error = left(%s, 1000), completed_at = now()"
         " where requested_by = %s and kind = 'digest' and period = %s and status in ('queued', 'running')",
