@@ -13,7 +13,7 @@ import itertools
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,6 +380,49 @@ def npm_tool(folder: str, packages: dict[str, str], binary: str, *, env: dict[st
     return path
 
 
+# The workflow engine, driven by hand ---------------------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """The embedded runner with the function set and a relay that only sweeps (no LISTEN): a test settles it."""
+
+    runner: Any
+    relay: Any
+
+    async def settle(self) -> None:
+        """Deliver the outbox and run everything that is ready, until nothing is left."""
+        while await self.relay.drain() or await self.runner.drain():
+            pass
+
+
+Start = Callable[..., Coroutine[Any, Any, Engine]]
+
+
+@pytest.fixture
+async def start(db: Database) -> AsyncIterator[Start]:
+    """`await start(llm=None, **config)`: an engine over the test database, retries at once; `config` sets
+    workflows.functions.Config fields, `llm` the summarizer (default: the offline one)."""
+    from workflows import functions
+    from workflows.embedded.client import EmbeddedInngest
+    from workflows.embedded.runner import Runner
+    from workflows.relay import EmbeddedSink, Relay
+
+    made: list[Any] = []
+
+    async def make(llm: Any = None, **config: Any) -> Engine:
+        client = EmbeddedInngest(db)
+        runner = Runner(db, client, functions.build(client, db, functions.Config(**config), llm), backoff_scale=0)
+        await runner.sync()
+        made.append(runner)
+        return Engine(runner, Relay(db, EmbeddedSink(runner), listen=False))
+
+    yield make
+    for runner in made:
+        await runner.close()
+
+
 __all__ = [
-    "Actors", "Api", "Company", "UnitOfWork", "audit_operations", "counts", "events", "forget_bookkeeping", "npm_tool",
+    "Actors", "Api", "Company", "Engine", "Start", "UnitOfWork", "audit_operations", "counts", "events",
+    "forget_bookkeeping", "npm_tool",
 ]

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from conftest import Actors
-from test_ai_summary_workflow import Start, start  # noqa: F401 (the fixture)
+from conftest import Actors, Start
 
 from services.deals import service as deals
 from services.deals.schemas import DealCreate
@@ -24,7 +23,7 @@ async def own_deals(actors: Actors, who: str, *titles: str) -> set[str]:
     return ids
 
 
-async def test_one_digest_per_user_and_week_whatever_runs_twice(start: Start, actors: Actors, admin) -> None:  # noqa: F811
+async def test_one_digest_per_user_and_week_whatever_runs_twice(start: Start, actors: Actors, admin) -> None:
     bobs = await own_deals(actors, "bob", "Acme renewal", "Globex pilot")
     carols = await own_deals(actors, "carol", "Umbrella lab")
     one, two = await start(), await start()

@@ -6,53 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
-from conftest import Actors
+from conftest import Actors, Start
 from test_ai_models import ANSWER, FakeApi, error, message, ok
-from test_workflow_functions import Engine
 
 from services.contacts import service as contacts
 from services.contacts.schemas import PersonCreate
 from services.deals import service as deals
 from services.deals.schemas import DealCreate
 from services.kernel.records import Visibility
-from services.kernel.uow import Database
 from services.notes import service as notes
 from services.notes.schemas import NoteCreate
 from services.summaries import service as summaries
 from services.summaries.schemas import SummarySubject
-from workflows import anthropic_llm, functions
-from workflows.embedded.client import EmbeddedInngest
-from workflows.embedded.runner import Runner
-from workflows.relay import EmbeddedSink, Relay
-
-Start = Callable[..., Coroutine[Any, Any, Engine]]
+from workflows import anthropic_llm
 
 
 @pytest.fixture(autouse=True)
 def short_sdk_waits(monkeypatch):
     monkeypatch.setattr(anthropic_llm, "MAX_SDK_WAIT", 0.01)
-
-
-@pytest.fixture
-async def start(db: Database) -> AsyncIterator[Start]:
-    made: list[Runner] = []
-
-    async def make(llm: Any = None) -> Engine:
-        client = EmbeddedInngest(db)
-        runner = Runner(db, client, functions.build(client, db, functions.Config(), llm), backoff_scale=0)
-        await runner.sync()
-        made.append(runner)
-        return Engine(runner, Relay(db, EmbeddedSink(runner), listen=False))
-
-    yield make
-    for runner in made:
-        await runner.close()
 
 
 async def bobs_deal(actors: Actors) -> UUID:

@@ -6,10 +6,9 @@ RLS allows on its own, and that the events that leave the database carry none of
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import httpx
@@ -17,7 +16,7 @@ import inngest
 import psycopg
 import pytest
 import respx
-from conftest import Actors, Api, counts, forget_bookkeeping
+from conftest import Actors, Api, Start, counts, forget_bookkeeping
 from psycopg.errors import InsufficientPrivilege
 from psycopg.types.json import Jsonb
 
@@ -35,11 +34,8 @@ from services.leads import service as leads
 from services.leads.schemas import LeadCreate
 from services.notes import service as notes
 from services.notes.schemas import NoteCreate
-from workflows import functions
 from workflows.acting import SYSTEM
-from workflows.embedded.client import EmbeddedInngest
-from workflows.embedded.runner import Runner
-from workflows.relay import EmbeddedSink, InngestSink, Relay
+from workflows.relay import InngestSink, Relay
 
 NAME = "Zebulon Quixwright"
 EMAILS = ["zeb.quixwright@example.org", "zq-private@mailbox.test"]
@@ -124,38 +120,6 @@ async def hits(db: Database) -> list[tuple[str, str, int]]:
 def mentions(admin: psycopg.Connection, value: str) -> bool:
     """The scan's own test (private.mentions) on one value."""
     return admin.execute("select private.mentions(%s, %s, %s)", [value, IDS.patterns, IDS.digit_patterns]).fetchone()[0]
-
-
-# The engine, as in test_workflow_functions ---------------------------------------------------------------
-
-
-@dataclass
-class Engine:
-    runner: Runner
-    relay: Relay
-
-    async def settle(self) -> None:
-        while await self.relay.drain() or await self.runner.drain():
-            pass
-
-
-Start = Callable[..., Coroutine[Any, Any, Engine]]
-
-
-@pytest.fixture
-async def start(db: Database) -> AsyncIterator[Start]:
-    made: list[Runner] = []
-
-    async def make(**config: Any) -> Engine:
-        client = EmbeddedInngest(db)
-        runner = Runner(db, client, functions.build(client, db, functions.Config(**config)), backoff_scale=0)
-        await runner.sync()
-        made.append(runner)
-        return Engine(runner, Relay(db, EmbeddedSink(runner), listen=False))
-
-    yield make
-    for runner in made:
-        await runner.close()
 
 
 # End to end ---------------------------------------------------------------------------------------------

@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from conftest import Actors, forget_bookkeeping
+from conftest import Actors, Start, forget_bookkeeping
 
 from services.deals import service as deals
 from services.deals.schemas import DealCreate
@@ -21,39 +18,6 @@ from services.maintenance import service as maintenance
 from services.maintenance.schemas import Retention
 from workflows import functions
 from workflows.acting import SYSTEM, as_user
-from workflows.embedded.client import EmbeddedInngest
-from workflows.embedded.runner import Runner
-from workflows.relay import EmbeddedSink, Relay
-
-
-@dataclass
-class Engine:
-    runner: Runner
-    relay: Relay
-
-    async def settle(self) -> None:
-        """Deliver the outbox and run everything that is ready, until nothing is left."""
-        while await self.relay.drain() or await self.runner.drain():
-            pass
-
-
-Start = Callable[..., Coroutine[Any, Any, Engine]]
-
-
-@pytest.fixture
-async def start(db: Database) -> AsyncIterator[Start]:
-    made: list[Runner] = []
-
-    async def make(**config: Any) -> Engine:
-        client = EmbeddedInngest(db)
-        runner = Runner(db, client, functions.build(client, db, functions.Config(**config)), backoff_scale=0)
-        await runner.sync()
-        made.append(runner)
-        return Engine(runner, Relay(db, EmbeddedSink(runner), listen=False))
-
-    yield make
-    for runner in made:
-        await runner.close()
 
 
 async def create_deal(actors: Actors, who: str = "bob", title: str = "Acme renewal") -> str:
