@@ -17,6 +17,7 @@ import inngest
 from services.gdpr import service as gdpr
 from services.kernel.uow import Database
 from workflows.acting import SYSTEM
+from workflows.failures import failure_of
 
 if TYPE_CHECKING:
     from workflows.functions import Config
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
 def build(client: inngest.Inngest, db: Database, config: Config) -> list[inngest.Function[Any]]:
     async def gave_up(ctx: inngest.Context) -> None:
         """Out of retries: say so on the erasure (a retried run carries on from there)."""
-        erasure_id = UUID(str(ctx.event.data["event"]["data"]["erasure_id"]))
-        error = ctx.event.data.get("error") or {}
-        reason = f"the erasure workflow gave up: {error.get('message') or error.get('name') or 'unknown error'}"
+        asked, message = failure_of(ctx, "unknown error")
+        erasure_id = UUID(str(asked["erasure_id"]))
+        reason = f"the erasure workflow gave up: {message}"
         async with db.unit_of_work(SYSTEM) as uow:
             await gdpr.record_failure(uow, erasure_id, reason)
 

@@ -9,7 +9,7 @@ transaction. A busy model is retried at the time it names; a refusal ends the su
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import inngest
@@ -21,6 +21,7 @@ from services.kernel.permissions import Scope
 from services.kernel.uow import Database
 from services.summaries import service as summaries
 from workflows.acting import SYSTEM, as_user
+from workflows.failures import failure_of
 
 # When a busy model names no time: 30 s, doubling per attempt.
 BUSY_RETRY_SECONDS = 30
@@ -33,9 +34,7 @@ def build(
 
     async def mark_failed(ctx: inngest.Context) -> None:
         """When the run fails for good (retries exhausted), so does the summary: nobody waits forever."""
-        failure = cast(dict[str, Any], ctx.event.data)  # inngest/function.failed: {event, error, ...}
-        asked = failure["event"]["data"]
-        message = str((failure.get("error") or {}).get("message") or "the summary could not be made")
+        asked, message = failure_of(ctx, "the summary could not be made")
         async with db.unit_of_work(SYSTEM) as uow:
             if "summary_id" in asked:
                 await summaries.fail(uow, UUID(str(asked["summary_id"])), message)

@@ -35,6 +35,7 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 class Event:
     name: str
     data: dict[str, Any]
+    id: str | None = None  # None: the outbox row's own id
 
 
 @dataclass
@@ -71,9 +72,10 @@ class UnitOfWork:
 
     # Bookkeeping.
 
-    def emit(self, name: str, /, **data: Any) -> None:
-        """Record a past-tense domain event; it reaches the outbox if and when this unit of work commits."""
-        self.events.append(Event(name, to_jsonable_python(data)))
+    def emit(self, name: str, /, *, event_id: str | None = None, **data: Any) -> None:
+        """Record a past-tense domain event; it reaches the outbox if and when this unit of work commits.
+        `event_id` names it (e.g. one digest per user and week): emitting an id the outbox has is a no-op."""
+        self.events.append(Event(name, to_jsonable_python(data), event_id))
 
     async def audit(
         self,
@@ -91,15 +93,18 @@ class UnitOfWork:
             "select private.append_audit(%s, %s, %s, %s)", [operation, entity_type, entity_id, Jsonb(diff)]
         )
 
-    async def _flush_events(self) -> None:
-        """Write the pending events in one round trip, through the database function that fixes the actor, the
-        time and the channel and refuses events the caller's permissions do not produce."""
+    async def flush_events(self) -> int:
+        """Write the pending events now, in one round trip, through the database function that fixes the actor,
+        the time and the channel and refuses events the caller's permissions do not produce; returns how many
+        were new (an id already in the outbox is skipped). Commit flushes what is left."""
         if not self.events:
-            return
-        await self.execute(
-            "select private.emit_events(%s)", [Jsonb([{"name": e.name, "data": e.data} for e in self.events])]
+            return 0
+        row = await self.one(
+            "select private.emit_events(%s) as emitted",
+            [Jsonb([{"name": e.name, "data": e.data, **({"id": e.id} if e.id else {})} for e in self.events])],
         )
         self.events.clear()
+        return int(row["emitted"]) if row else 0
 
 
 def domain_error(exc: psycopg.Error) -> ServiceError | None:
@@ -254,7 +259,7 @@ class Database:
                     )
                     uow = UnitOfWork(conn, principal)
                     yield uow
-                    await uow._flush_events()
+                    await uow.flush_events()
             except psycopg.Error as exc:  # deferred constraints fail at commit
                 if (mapped := domain_error(exc)) is None:
                     raise

@@ -228,12 +228,9 @@ async def request_digests(uow: UnitOfWork, week: str, user_ids: list[UUID] | Non
         " order by p.id",
         [user_ids, user_ids, roles],
     )
-    if not rows:
-        return 0
-    events = [{"id": f"digest:{row['id']}:{week}", "name": "crm/ai.digest.requested",
-               "data": {"user_id": str(row["id"]), "week": week}} for row in rows]
-    found = await uow.one("select private.emit_events(%s) as emitted", [Jsonb(events)])
-    return int(found["emitted"]) if found else 0
+    for row in rows:
+        uow.emit("crm/ai.digest.requested", event_id=f"digest:{row['id']}:{week}", user_id=row["id"], week=week)
+    return await uow.flush_events()
 
 
 @requires(None)

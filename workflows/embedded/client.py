@@ -4,11 +4,9 @@ events in the outbox, in the system's own transaction, from where the relay hand
 from __future__ import annotations
 
 import secrets
-from typing import Any
 from uuid import uuid4
 
 import inngest
-from psycopg.types.json import Jsonb
 
 from services.kernel.uow import Database
 from workflows.acting import SYSTEM
@@ -28,12 +26,9 @@ class EmbeddedInngest(inngest.Inngest):
     async def send(self, events: inngest.Event | list[inngest.Event], *, skip_middleware: bool = False) -> list[str]:
         batch = events if isinstance(events, list) else [events]
         ids = [event.id or str(uuid4()) for event in batch]
-        payload: list[dict[str, Any]] = [
-            {"id": event_id, "name": event.name, "data": dict(event.data)}
-            for event_id, event in zip(ids, batch, strict=True)
-        ]
         async with self._db.unit_of_work(SYSTEM) as uow:
-            await uow.execute("select private.emit_events(%s)", [Jsonb(payload)])
+            for event_id, event in zip(ids, batch, strict=True):
+                uow.emit(event.name, event_id=event_id, **event.data)
         return ids
 
     def send_sync(self, events: inngest.Event | list[inngest.Event], *, skip_middleware: bool = False) -> list[str]:

@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from psycopg.types.json import Jsonb
-
 from services.kernel.errors import ServiceError
 from services.kernel.uow import Database, Row
 from services.summaries import service as summaries
@@ -93,8 +91,7 @@ async def send(db: Database, name: str, data: str, event_id: str | None) -> str:
     chosen = event_id or str(uuid4())
     try:
         async with db.unit_of_work(SYSTEM) as uow:
-            await uow.execute("select private.emit_events(%s)",
-                              [Jsonb([{"id": chosen, "name": name, "data": payload}])])
+            uow.emit(name, event_id=chosen, **payload)
     except ServiceError as exc:
         raise ValueError(str(exc)) from exc
     return chosen
