@@ -208,6 +208,8 @@ def admin_url(server_url: str, template: tuple[str, Company], used_databases: Us
     name = f"pipecd_test_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'create database "{name}" template "{template[0]}" strategy file_copy')
+        # durability is not under test: commits need not wait for the disk (matters on a server run with fsync)
+        conn.execute(f'alter database "{name}" set synchronous_commit = off')
     yield with_database(server_url, name)
     used_databases.add(name)
 
