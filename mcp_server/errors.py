@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.shared.exceptions import MCPError
@@ -31,13 +32,60 @@ from services.kernel.principal import Principal
 
 log = logging.getLogger("pipecd.mcp")
 
+# Where the model gets the id of each kind of record: the tool that yields it (`search` knows no stages,
+# activities or notes), named when an id is missing, malformed or not found.
+ID_SOURCES = {
+    "deal": "`search` or `list_deals`",
+    "person": "`search` or `list_persons`",
+    "organization": "`search` or `list_organizations`",
+    "lead": "`search` or `list_leads`",
+    "contact": "`search`, `list_persons` or `list_organizations`",
+    "activity": "`list_activities`",
+    "note": "`list_notes`",
+    "pipeline": "`list_pipelines`",
+    "stage": "`list_pipelines`",
+    "summary": "`request_summary`",
+    "notification": "`list_notifications`",
+    "user": "`whoami` (yours) or a record's `owner_id`",
+    "team": "`whoami` (your `team_ids`)",
+    "record": "`search` or a list tool",
+}
+# The kind of record each id argument names (`notification_ids` holds several).
+ID_ARGUMENTS = {
+    "deal_id": "deal", "person_id": "person", "organization_id": "organization", "lead_id": "lead",
+    "contact_id": "contact", "activity_id": "activity", "note_id": "note", "pipeline_id": "pipeline",
+    "stage_id": "stage", "summary_id": "summary", "notification_ids": "notification", "owner_id": "user",
+    "team_id": "team", "record_id": "record", "subject_id": "record",
+}
+
+
+def id_hint(kind: str | None) -> str:
+    """What to do about a missing or malformed id of `kind` (a record kind): the tool that yields such ids."""
+    source = ID_SOURCES.get(kind or "")
+    return f"get ids from {source}; never guess ids" if source else "never guess ids"
+
+
+def not_an_id(argument: str) -> str:
+    """The message for a value of id argument `argument` that is not an id."""
+    return f"not an id — {id_hint(ID_ARGUMENTS.get(argument))}"
+
+
+NOT_AN_ID = "not an id"  # an `Invalid` naming an id argument gets that argument's hint
+
+
 # Pydantic's wording where a plainer one tells the model what to do.
 _PLAIN = {
     "missing": "required",
-    "uuid_parsing": "not an id — resolve names to ids with `search` first; never guess ids",
-    "uuid_type": "not an id — resolve names to ids with `search` first; never guess ids",
     "extra_forbidden": "no such argument",
 }
+_NOT_AN_ID = ("uuid_parsing", "uuid_type")
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] in _NOT_AN_ID:
+        return f"{not_an_id(str(error['loc'][0]) if error['loc'] else '')} (field: {where})"
+    return f"{_PLAIN.get(error['type'], error['msg'])} (field: {where})"
 
 
 def _forbidden(error: Forbidden, principal: Principal | None) -> str:
@@ -55,12 +103,14 @@ def error_message(error: Exception, principal: Principal | None = None, where: s
     """The message (`[kind] ...`) for an exception raised while serving a tool, resource or prompt. Anything
     unexpected is logged with a reference and answered with the reference only."""
     if isinstance(error, NotFound):
-        return f"[not_found] {error.message} — resolve names to ids with `search` first; never guess ids"
+        return f"[not_found] {error.message} — {id_hint(error.entity)}"
     if isinstance(error, Forbidden):
         return _forbidden(error, principal)
     if isinstance(error, Invalid):
         field = f" (field: {error.field})" if error.field else ""
-        return f"[invalid] {error.message}{field}"
+        kind = ID_ARGUMENTS.get(error.field or "")
+        hint = f" — {id_hint(kind)}" if kind else ""  # an id that is not one, or names no record
+        return f"[invalid] {error.message}{hint}{field}"
     if isinstance(error, DuplicateFound):
         return f"[duplicate] {error.message} (existing_id: {error.existing_id})"
     if isinstance(error, Conflict):
@@ -74,10 +124,7 @@ def error_message(error: Exception, principal: Principal | None = None, where: s
     if isinstance(error, ServiceError):
         return f"[error] {error.message}"
     if isinstance(error, ValidationError):
-        problems = "; ".join(
-            f"{_PLAIN.get(e['type'], e['msg'])} (field: {'.'.join(str(p) for p in e['loc'])})"
-            for e in error.errors(include_url=False)
-        )
+        problems = "; ".join(_problem(e) for e in error.errors(include_url=False))
         return f"[invalid] {problems}"
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected error in an MCP %s, ref=%s", where, reference, exc_info=error)

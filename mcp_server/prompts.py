@@ -236,12 +236,30 @@ async def lost_deals_data(uow: UnitOfWork, first: date, last: date) -> dict[str,
 # Completions -------------------------------------------------------------------------------------------
 
 
-async def _record_ids(uow: UnitOfWork, kind: SearchType, typed: str) -> Completion:
-    """Ids of records the caller may see whose name or title matches `typed`; the newest when it is too short."""
+# What a completion of a record id offers. The protocol's completion values are bare strings (no label beside
+# a value), and a client puts the chosen one into the argument as it is. Matching is always on what a person
+# types, the record's title or name (`search`), never on ids. A prompt argument then gets "Title (id)": readable
+# to whoever picks it, and the prompt takes the id from its end (`chosen_id`). A template variable becomes part
+# of a URI, so it keeps the bare id, found by title all the same.
+TITLED_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
+
+
+def chosen_id(value: str, field: str) -> UUID:
+    """The id in a prompt argument: a bare id, or a completion's "Title (id)"."""
+    match = TITLED_ID.search(value)
+    return record_id(match.group(1) if match else value.strip(), field)
+
+
+async def _record_ids(uow: UnitOfWork, kind: SearchType, typed: str, *, titled: bool) -> Completion:
+    """Records the caller may see whose name or title matches `typed` (the newest when it is too short to match),
+    as "Title (id)" when `titled`, else as bare ids."""
+    def value(title: str, found: UUID) -> str:
+        return f"{clean_text(title, 100)} ({found})" if titled else str(found)
+
     if len(" ".join(typed.split())) >= 2:
         hits = await search_service.search(uow, typed, types=[kind], limit=COMPLETIONS + 1)
-        ids = [str(hit.id) for hit in hits]
-        return Completion(values=ids[:COMPLETIONS], has_more=len(ids) > COMPLETIONS)
+        values = [value(hit.title, hit.id) for hit in hits]
+        return Completion(values=values[:COMPLETIONS], has_more=len(values) > COMPLETIONS)
     listing: dict[SearchType, Callable[..., Awaitable[Any]]] = {
         SearchType.DEAL: deals.list,
         SearchType.PERSON: contacts.list_persons,
@@ -249,7 +267,8 @@ async def _record_ids(uow: UnitOfWork, kind: SearchType, typed: str) -> Completi
         SearchType.LEAD: leads.list,
     }
     page = await listing[kind](uow, None, PageRequest(limit=COMPLETIONS))
-    return Completion(values=[str(r.id) for r in page.items], total=page.total, has_more=page.has_next)
+    values = [value(getattr(r, "title", None) or getattr(r, "name", ""), r.id) for r in page.items]
+    return Completion(values=values, total=page.total, has_more=page.has_next)
 
 
 def _matching(values: list[str], typed: str) -> Completion:
@@ -312,7 +331,7 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
     ) -> list[Message]:
         """Brief me on one deal: where it stands, who is involved, what happened and what is planned, the risks,
         and the next best step."""
-        records = await gather(lambda uow: deal_brief_data(uow, record_id(deal_id, "deal_id")))
+        records = await gather(lambda uow: deal_brief_data(uow, chosen_id(deal_id, "deal_id")))
         return [message(
             "Brief me on this deal before I work on it: where it stands (stage, value, weighted value, expected "
             "close date), who is involved, what happened recently (notes) and what is planned (open activities), "
@@ -329,7 +348,7 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
     ) -> list[Message]:
         """Prepare for a meeting with a contact person: who they are, our history with them, open items, and
         what to ask."""
-        records = await gather(lambda uow: person_record(uow, record_id(person_id, "person_id")))
+        records = await gather(lambda uow: person_record(uow, chosen_id(person_id, "person_id")))
         return [message(
             "Prepare me for a meeting with this person: who they are (job title, organization), our history with "
             "them (deals, notes), what is still open (open activities and promises), and 3-5 questions or goals "
@@ -400,4 +419,5 @@ def install(server: CrmServer, db: Database, principal: PrincipalSource) -> None
         elif (ref.name, argument.name) not in {("deal_brief", "deal_id"), ("meeting_prep", "person_id")}:
             return None
         kind = RECORD_ARGUMENTS[argument.name]
-        return await completing(caller, lambda uow: _record_ids(uow, kind, argument.value))
+        titled = isinstance(ref, PromptReference)
+        return await completing(caller, lambda uow: _record_ids(uow, kind, argument.value, titled=titled))

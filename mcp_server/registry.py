@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from typing import Annotated, Any
 
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -28,6 +27,7 @@ from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
 from mcp_server.links import links_for
 from mcp_server.safety import ToolPage, as_data
+from services.kernel.errors import Invalid
 from services.kernel.pagination import Page
 from services.kernel.permissions import Perm, declared_permission
 from services.kernel.principal import Principal
@@ -40,6 +40,10 @@ PrincipalSource = Callable[[], Awaitable[Principal]]
 # out stays as it is and an explicit null clears it (e.g. unlinks the person from a deal).
 FLATTENED = ("data", "filter", "changes")
 PATCH = "changes"
+
+# A service's input field that a tool takes under another name: the service's errors name the tool's argument.
+# (`PageRequest.after` is the tools' `cursor`.)
+RENAMED = {"after": "cursor"}
 
 
 @dataclass
@@ -126,9 +130,8 @@ def crm_tool(
 
 # In a filter, `owner_id` also takes "me": the calling user, so the model need not look its own id up first.
 ME = "me"
-OwnerOrMe = Annotated[
-    UUID | Literal["me"] | None, Field(description='Owner; "me" for yours.')
-]
+# Published as a plain string (an id or "me"); the filter model then checks that anything but "me" is an id.
+OwnerOrMe = Annotated[str | None, Field(description='Owner\'s id; "me" for yours.')]
 
 
 def _flattened(model: type[BaseModel], *, is_filter: bool) -> list[inspect.Parameter]:
@@ -156,6 +159,14 @@ def _published(annotation: Any) -> Any:
 class Bound:
     fn: Callable[..., Awaitable[Any]]
     nullable: frozenset[str]  # arguments where an explicit null means "clear"
+    arguments: tuple[str, ...]  # every argument the tool takes, in the order its schema lists them
+
+    def refuse_unknown(self, sent: Collection[str]) -> None:
+        """A tool error naming every argument sent that the tool does not take: nothing sent is silently dropped
+        (a model that passed `status` to the wrong tool would otherwise believe it was applied)."""
+        if unknown := [name for name in sent if name not in self.arguments]:
+            raise ToolError(f"[invalid] no such argument {', '.join(unknown)}; this tool takes: "
+                            f"{', '.join(self.arguments)}")
 
 
 def bind(tool: CrmTool) -> Bound:
@@ -211,6 +222,10 @@ def bind(tool: CrmTool) -> Bound:
             return returned.validate_python(as_data(result))
         except ToolError:
             raise
+        except Invalid as exc:
+            if (renamed := RENAMED.get(exc.field or "")) in names:
+                exc.field = renamed
+            raise tool_error(exc, caller) from exc
         except Exception as exc:
             raise tool_error(exc, caller) from exc
 
@@ -218,4 +233,4 @@ def bind(tool: CrmTool) -> Bound:
     run.__doc__ = tool.description
     run.__signature__ = inspect.Signature(public, return_annotation=returns)  # type: ignore[attr-defined]
     nullable = frozenset(models[PATCH].model_fields) if PATCH in models else frozenset()
-    return Bound(run, nullable)
+    return Bound(run, nullable, tuple(names))

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from mcp_server.errors import resource_error
+from mcp_server.errors import NOT_AN_ID, resource_error
 from mcp_server.records import deal_detail, lead_detail, organization_detail, person_detail
 from mcp_server.registry import PrincipalSource
 from mcp_server.safety import as_data
@@ -43,9 +43,6 @@ PIPELINES_URI = "crm://pipelines"
 ME_URI = "crm://me"
 NOTIFICATIONS_URI = "crm://me/notifications"
 SUMMARY_URI = "crm://summaries/{summary_id}"
-
-NOT_AN_ID = "not an id — resolve names to ids with `search` first; never guess ids"
-
 
 def record_id(value: str, field: str) -> UUID:
     """The id in a URI or prompt argument, or `Invalid` naming the argument."""

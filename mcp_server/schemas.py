@@ -19,8 +19,10 @@ OUTPUT_KEYWORDS = frozenset({"type", "properties", "items", "anyOf"})
 
 def compact_input(schema: dict[str, Any], *, nullable: Collection[str] = ()) -> dict[str, Any]:
     """The input schema without titles and references. Only the top-level arguments named in `nullable` (where
-    an explicit null means something, e.g. "unlink") keep `null` among their types."""
+    an explicit null means something, e.g. "unlink") keep `null` among their types. No other argument is
+    accepted (the server refuses unknown ones), and the schema says so."""
     out = _compact(schema, schema.get("$defs", {}), keep=None)
+    out["additionalProperties"] = False
     for name, prop in out.get("properties", {}).items():
         if name not in nullable:
             out["properties"][name] = _without_null(prop)

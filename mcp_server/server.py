@@ -9,6 +9,7 @@ Level Security.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import re
@@ -20,13 +21,23 @@ from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools.base import Tool as SdkTool
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, Tool
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    ListPromptsResult,
+    ListResourcesResult,
+    ListResourceTemplatesResult,
+    ListToolsResult,
+    PaginatedRequestParams,
+    TextContent,
+    Tool,
+)
 from pydantic import ValidationError
 
 from mcp_server import prompts, resources
 from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
-from mcp_server.registry import Call, CrmTool, PrincipalSource, bind, current_call
+from mcp_server.registry import Bound, Call, CrmTool, PrincipalSource, bind, current_call
 from mcp_server.safety import as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS
@@ -55,6 +66,7 @@ class Prepared:
     """A CRM tool as the SDK runs it, with the compact schemas `tools/list` shows; built once per process."""
 
     crm: CrmTool
+    bound: Bound
     sdk: SdkTool
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None
@@ -73,6 +85,7 @@ def prepared(tool: CrmTool) -> Prepared:
         output = sdk.output_schema
         ready = _PREPARED[tool.name] = Prepared(
             tool,
+            bound,
             sdk,
             compact_input(sdk.parameters, nullable=bound.nullable),
             None if output is None else compact_output(output),
@@ -97,6 +110,26 @@ class CrmServer(MCPServer[Any]):
         self._rate_limit = rate_limit
         self._confirmations = Confirmations(confirmation_key)
         self._crm_tools = {p.crm.name: p for p in ready}
+
+    # Every list of the protocol (tools, resources, templates, prompts) is one page, so no cursor is ever handed
+    # out: a request that brings one is wrong, and gets invalid params rather than the first page.
+    async def _handle_list_tools(self, ctx: Any, params: PaginatedRequestParams | None) -> ListToolsResult:
+        _no_cursor(params, "tools/list")
+        return await super()._handle_list_tools(ctx, params)
+
+    async def _handle_list_resources(self, ctx: Any, params: PaginatedRequestParams | None) -> ListResourcesResult:
+        _no_cursor(params, "resources/list")
+        return await super()._handle_list_resources(ctx, params)
+
+    async def _handle_list_resource_templates(
+        self, ctx: Any, params: PaginatedRequestParams | None
+    ) -> ListResourceTemplatesResult:
+        _no_cursor(params, "resources/templates/list")
+        return await super()._handle_list_resource_templates(ctx, params)
+
+    async def _handle_list_prompts(self, ctx: Any, params: PaginatedRequestParams | None) -> ListPromptsResult:
+        _no_cursor(params, "prompts/list")
+        return await super()._handle_list_prompts(ctx, params)
 
     async def counted_caller(self) -> Principal:
         """The caller, with this request counted against their budget (`RateLimited` past it). Every request that
@@ -129,10 +162,12 @@ class CrmServer(MCPServer[Any]):
         call = Call(caller, self._db, frozenset(arguments), self._confirmations, context)
         token = current_call.set(call)
         try:
+            if (ready := self._crm_tools.get(name)) is not None:
+                ready.bound.refuse_unknown(arguments)
             result = await super().call_tool(name, arguments, context)
             if isinstance(result, CallToolResult) and result.structured_content is not None:
                 data = result.structured_content
-                wrapped = (ready := self._crm_tools.get(name)) is not None and ready.wrapped
+                wrapped = ready is not None and ready.wrapped
                 text = as_text(data["result"] if wrapped else data)
                 result = result.model_copy(update={"content": [TextContent(type="text", text=text), *call.links]})
             return result
@@ -162,6 +197,12 @@ class CrmServer(MCPServer[Any]):
         if self._prompt_manager.get_prompt(name) is None:
             raise MCPError(code=INVALID_PARAMS, message=f"[not_found] there is no prompt {name!r}; see prompts/list")
         return await super().get_prompt(name, arguments, context)
+
+
+def _no_cursor(params: PaginatedRequestParams | None, method: str) -> None:
+    if params is not None and params.cursor is not None:
+        raise MCPError(code=INVALID_PARAMS,
+                       message=f"[invalid] {method} has one page and takes no cursor (field: cursor)")
 
 
 def _tidy(name: str, error: ToolError, caller: Any) -> ToolError:
@@ -202,7 +243,7 @@ def create_server(
     one (without it, a confirmation works in this process only)."""
     limit = rate_limit if isinstance(rate_limit, RateLimit) else RateLimit(SURFACE, rate_limit)
     server = CrmServer(db, principal, TOOLS, limit, confirmation_key, name="pipecd", title="PipeCD CRM",
-                       instructions=INSTRUCTIONS, **kwargs)
+                       version=importlib.metadata.version("pipecd"), instructions=INSTRUCTIONS, **kwargs)
     resources.install(server, db, server.counted_caller)
     prompts.install(server, db, server.counted_caller)
     return server

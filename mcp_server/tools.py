@@ -32,7 +32,7 @@ from services.deals import service as deals
 from services.deals.schemas import Deal, DealCreate, DealFilter, DealUpdate
 from services.deletion import service as deletion
 from services.deletion.schemas import DeletableType, DeletionPreview
-from services.kernel.errors import Invalid
+from services.kernel.errors import Conflict, Invalid
 from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
 from services.kernel.schemas import MAX_SEARCH_TEXT
 from services.kernel.uow import UnitOfWork
@@ -72,8 +72,13 @@ ExpectedVersion = Annotated[
 ]
 
 
+# A cursor copied out of a result's text may bring the sentence's full stop, quotes or spaces along: none of them
+# is ever part of a cursor.
+CURSOR_NOISE = " \t\r\n.'\"`"
+
+
 def _page(limit: int, cursor: str | None) -> PageRequest:
-    return PageRequest(limit=limit, after=cursor)
+    return PageRequest(limit=limit, after=None if cursor is None else cursor.strip(CURSOR_NOISE))
 
 
 # Who am I, and finding things --------------------------------------------------------------------------
@@ -93,7 +98,7 @@ async def search(
     types: Annotated[
         list[SearchType] | None, Field(description="Only these record types; default: all you may read.")
     ] = None,
-    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="How many hits at most.")] = 10,
+    limit: Annotated[int, Field(ge=1, le=search_service.MAX_LIMIT, description="How many hits at most.")] = 10,
 ) -> list[SearchHit]:
     """Find persons, organizations, deals and leads by name, email, domain or title; best matches first.
 
@@ -453,7 +458,12 @@ async def delete_record(
     subject = {"record_type": record_type.value, "record_id": str(record_id)}
     if confirmation is not None:
         state = call.confirmations.check(confirmation, call.caller.user_id, DELETE, subject)
-        return await _delete(call, record_type, record_id, state["version"])
+        try:
+            return await _delete(call, record_type, record_id, state["version"])
+        except Conflict as exc:  # the record changed since the preview: this confirmation can never work again
+            raise Conflict(f"{record_type.value} {record_id} changed since the preview; this confirmation will "
+                           "never work: preview again (call without `confirmation`) and show the user the new "
+                           "preview") from exc
     async with call.unit_of_work() as uow:
         preview = await deletion.preview(uow, record_type, record_id)
     version = preview.record.version
