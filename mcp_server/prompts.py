@@ -173,9 +173,9 @@ class CrmPrompt(Prompt):
         for argument in declared:
             if argument.required and not given.get(argument.name):
                 raise MCPError(code=INVALID_PARAMS, message=f"[invalid] required (field: {argument.name})")
-        for name in given:
-            if name not in {a.name for a in declared}:
-                raise MCPError(code=INVALID_PARAMS, message=f"[invalid] no such argument (field: {name})")
+        if unknown := [name for name in given if name not in {a.name for a in declared}]:
+            raise MCPError(code=INVALID_PARAMS, message=f"[invalid] no such argument {', '.join(unknown)}; this "
+                                                        f"prompt takes: {', '.join(a.name for a in declared)}")
         return await super().render(arguments, context)
 
 

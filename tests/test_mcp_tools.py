@@ -168,7 +168,7 @@ async def test_another_members_owner_only_deal_is_not_found(db, company, actors,
         changed = await client.call_tool("mark_deal_won", {"deal_id": str(deal.id)})
         listed = await client.call_tool("list_deals", {})
         found = await client.call_tool("search", {"query": "secret"})
-    expected = f"[not_found] deal {deal.id} not found — resolve names to ids with `search` first; never guess ids"
+    expected = f"[not_found] deal {deal.id} not found — get ids from `search` or `list_deals`; never guess ids"
     assert error_text(got) == f"{expected}"
     assert error_text(changed) == f"{expected}"
     assert listed.structured_content["total"] == 0
@@ -235,7 +235,7 @@ async def test_bad_arguments_are_invalid_with_the_field_named(db, company, admin
     assert error_text(negative) == "[invalid] Input should be greater than or equal to 0 (field: value)"
     assert error_text(missing) == "[invalid] required (field: reason)"
     assert error_text(not_an_id) == (
-        "[invalid] not an id — resolve names to ids with `search` first; never guess ids (field: deal_id)")
+        "[invalid] not an id — get ids from `search` or `list_deals`; never guess ids (field: deal_id)")
     assert error_text(unknown) == "[not_found] there is no tool 'delete_everything'; see tools/list"
     assert written(admin) == before
     assert [(op, outcome) for _, op, outcome in tool_calls(admin)] == [
