@@ -57,18 +57,18 @@ TOOLS: list[CrmTool] = []
 
 RESOLVE_FIRST = "Resolve names to ids with `search` first; never guess ids."
 
-DealId = Annotated[UUID, Field(description="The deal's id (`search`, `list_deals`).")]
-PersonId = Annotated[UUID, Field(description="The person's id (from `search` or `list_persons`).")]
-OrganizationId = Annotated[UUID, Field(description="The organization's id (from `search`).")]
-LeadId = Annotated[UUID, Field(description="The lead's id (from `search` or `list_leads`).")]
-ActivityId = Annotated[UUID, Field(description="The activity's id (from `list_activities`).")]
+DealId = Annotated[UUID, Field(description="From `search`/`list_deals`.")]
+PersonId = Annotated[UUID, Field(description="From `search`/`list_persons`.")]
+OrganizationId = Annotated[UUID, Field(description="From `search`/`list_organizations`.")]
+LeadId = Annotated[UUID, Field(description="From `search`/`list_leads`.")]
+ActivityId = Annotated[UUID, Field(description="From `list_activities`.")]
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
-Cursor = Annotated[str | None, Field(description="The previous page's `next_cursor`.")]
+Cursor = Annotated[str | None, Field(description="Last page's `next_cursor`.")]
 IdempotencyKey = Annotated[
-    str | None, Field(max_length=200, description="A retry with it returns the first result.")
+    str | None, Field(max_length=200, description="A retry returns the first result.")
 ]
 ExpectedVersion = Annotated[
-    int | None, Field(description="The `version` you read (refused if changed since).")
+    int | None, Field(description="Refused unless still this `version`.")
 ]
 
 
@@ -86,24 +86,20 @@ def _page(limit: int, cursor: str | None) -> PageRequest:
 
 @crm_tool(TOOLS, title="Who am I", calls=users.whoami, read_only=True)
 async def whoami(uow: UnitOfWork) -> Me:
-    """Who the assistant acts for: profile, token scopes and permissions in effect. Call it when unsure what
-    you may do: a read-only token cannot write even when the user could."""
+    """The user you act for: profile, token scopes, permissions in effect. Call it when unsure what you may do
+    (a read-only token cannot write even where the user could)."""
     return await users.whoami(uow)
 
 
 @crm_tool(TOOLS, title="Search the CRM", calls=search_service.search, read_only=True)
 async def search(
     uow: UnitOfWork,
-    query: Annotated[str, Field(min_length=2, max_length=MAX_SEARCH_TEXT, description="Name, email, domain or title.")],
-    types: Annotated[
-        list[SearchType] | None, Field(description="Only these record types; default: all you may read.")
-    ] = None,
-    limit: Annotated[int, Field(ge=1, le=search_service.MAX_LIMIT, description="How many hits at most.")] = 10,
+    query: Annotated[str, Field(min_length=2, max_length=MAX_SEARCH_TEXT)],
+    types: Annotated[list[SearchType] | None, Field(description="Default: all.")] = None,
+    limit: Annotated[int, Field(ge=1, le=search_service.MAX_LIMIT)] = 10,
 ) -> list[SearchHit]:
-    """Find persons, organizations, deals and leads by name, email, domain or title; best matches first.
-
-    Turn a name the user mentions ("the Acme deal") into an id before any other tool. Each hit has id, type,
-    title and a context line; if several fit, ask the user which."""
+    """Find persons, organizations, deals and leads by name, email, domain or title, best first: turn a name the
+    user mentions into an id before other tools. Hits: id, type, title, context; if several fit, ask which."""
     return await search_service.search(uow, query, types=types, limit=limit)
 
 
@@ -112,28 +108,25 @@ async def search(
 
 @crm_tool(TOOLS, title="Get a deal", calls=deals.get, read_only=True)
 async def get_deal(uow: UnitOfWork, deal_id: DealId) -> DealDetail:
-    """One deal with its stage, contact, organization, newest notes and open activities. Resolve names with
-    `search` first; pass its `version` as `expected_version` to change it."""
+    """One deal with its stage, contact, organization, newest notes and open activities."""
     return await records.deal_detail(uow, deal_id)
 
 
 @crm_tool(TOOLS, title="Get a person", calls=contacts.get_person, read_only=True)
 async def get_person(uow: UnitOfWork, person_id: PersonId) -> PersonDetail:
-    """One person with their organization, deals, newest notes and open activities. Resolve names with
-    `search` first."""
+    """One person with their organization, deals, newest notes and open activities."""
     return await records.person_detail(uow, person_id)
 
 
 @crm_tool(TOOLS, title="Get an organization", calls=contacts.get_organization, read_only=True)
 async def get_organization(uow: UnitOfWork, organization_id: OrganizationId) -> OrganizationDetail:
-    """One organization with its persons, deals and newest notes. Resolve names with `search` first."""
+    """One organization with its persons, deals and newest notes."""
     return await records.organization_detail(uow, organization_id)
 
 
 @crm_tool(TOOLS, title="Get a lead", calls=leads.get, read_only=True)
 async def get_lead(uow: UnitOfWork, lead_id: LeadId) -> LeadDetail:
-    """One lead from the inbox with its person, organization, newest notes and open activities. Resolve names
-    with `search` first."""
+    """One inbox lead with its person, organization, newest notes and open activities."""
     return await records.lead_detail(uow, lead_id)
 
 
@@ -150,9 +143,7 @@ async def list_deals(
 async def list_persons(
     uow: UnitOfWork, filter: PersonFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[Person]:
-    """Contact persons you may see, newest first, by owner, team, organization or text.
-
-    To find one by name or email, `search` is quicker."""
+    """Persons you may see, newest first, by owner, team, organization or text (by name or email: `search`)."""
     return await contacts.list_persons(uow, filter, _page(limit, cursor))
 
 
@@ -160,7 +151,7 @@ async def list_persons(
 async def list_organizations(
     uow: UnitOfWork, filter: OrganizationFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[Organization]:
-    """Organizations you may see, newest first, by owner, team or text. To find one by name, use `search`."""
+    """Organizations you may see, newest first, by owner, team or text (by name: `search`)."""
     return await contacts.list_organizations(uow, filter, _page(limit, cursor))
 
 
@@ -168,8 +159,7 @@ async def list_organizations(
 async def list_leads(
     uow: UnitOfWork, filter: LeadFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[Lead]:
-    """Leads in the inbox you may see, newest first, by status (open, archived, converted), label, owner or
-    text."""
+    """Inbox leads you may see, newest first, by status, label, owner or text."""
     return await leads.list(uow, filter, _page(limit, cursor))
 
 
@@ -177,15 +167,13 @@ async def list_leads(
 async def list_activities(
     uow: UnitOfWork, filter: ActivityFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[Activity]:
-    """Activities (tasks, calls, meetings, emails, deadlines) you may see, by linked record, owner, done or
-    not, or due date. Resolve the record's id with `search` first."""
+    """Activities you may see, by linked record, owner, type, done or due date."""
     return await activities.list(uow, filter, _page(limit, cursor))
 
 
 @crm_tool(TOOLS, title="List pipelines", calls=pipelines.list, read_only=True)
 async def list_pipelines(uow: UnitOfWork) -> list[Pipeline]:
-    """Every pipeline with its stages in order, each stage with its id and win probability (percent). Call it
-    for stage ids before creating or moving a deal; never guess them."""
+    """Every pipeline with its stages in order (id, win probability %). Call it for pipeline and stage ids."""
     return await pipelines.list(uow)
 
 
@@ -195,14 +183,13 @@ async def list_pipelines(uow: UnitOfWork) -> list[Pipeline]:
 @crm_tool(TOOLS, title="Pipeline summary", calls=reports.pipeline_summary, read_only=True)
 async def pipeline_summary(
     uow: UnitOfWork,
-    pipeline_id: Annotated[UUID | None, Field(description="Default: the first pipeline (`list_pipelines`).")] = None,
-    since: Annotated[date | None, Field(description="Won/lost from this day; default 29 days before `until`.")] = None,
-    until: Annotated[date | None, Field(description="Won/lost up to this day (inclusive); default today.")] = None,
+    pipeline_id: Annotated[UUID | None, Field(description="Default: the first.")] = None,
+    since: Annotated[date | None, Field(description="Won/lost from; default 29 days before `until`.")] = None,
+    until: Annotated[date | None, Field(description="Won/lost up to (inclusive); default today.")] = None,
     stale_days: Annotated[int, Field(ge=1, le=365, description="Idle days that make an open deal stale.")] = 30,
 ) -> PipelineSummary:
-    """A pipeline at a glance, over the deals the user may see: open deals per stage with their value and
-    weighted value per currency, deals won and lost in a period, and open deals untouched (no change, activity
-    or note) for `stale_days`. Start a pipeline review here."""
+    """A pipeline at a glance (deals the user may see): open deals per stage with value and weighted value per
+    currency, deals won and lost in a period, open deals untouched for `stale_days`. Start reviews here."""
     return await reports.pipeline_summary(uow, pipeline_id, since=since, until=until, stale_days=stale_days)
 
 
@@ -215,8 +202,7 @@ async def list_notifications(
     unread_only: Annotated[bool, Field(description="Only unread ones.")] = False,
     cursor: Cursor = None,
 ) -> Page[Notification]:
-    """The user's notifications (due activity reminders), unread first, newest first, with the activity's id
-    (`entity_id`), subject, type and due date."""
+    """The user's reminders of due activities (`entity_id`: the activity), unread first, then newest."""
     # 25 notifications (no free text but a capped subject) stay far below the result budget, so the page is never
     # cut; a cut page would continue with the shared time-and-id cursor, which the inbox's order does not use.
     return await notifications.list(uow, _page(DEFAULT_LIMIT, cursor), unread_only=unread_only)
@@ -239,9 +225,9 @@ async def mark_notifications_read(
 async def request_summary(
     uow: UnitOfWork,
     subject_type: SummarySubject,
-    subject_id: Annotated[UUID, Field(description="The record's id (a pipeline's: your deals in it).")],
+    subject_id: Annotated[UUID, Field(description="A pipeline's: your deals in it.")],
 ) -> Summary:
-    """Queue an AI summary of a record. Returns at once, queued: call `get_summary` seconds later."""
+    """Queue an AI summary of a record; call `get_summary` seconds later."""
     return await summaries.request_summary(uow, subject_type, subject_id)
 
 
@@ -258,11 +244,8 @@ async def get_summary(
 
 @crm_tool(TOOLS, title="Create a deal", calls=deals.create)
 async def create_deal(uow: UnitOfWork, data: DealCreate, idempotency_key: IdempotencyKey = None) -> Deal:
-    """Create a deal, owned by the user unless `owner_id` says otherwise, in the first pipeline's first stage
-    unless `pipeline_id`/`stage_id` (from `list_pipelines`) say otherwise.
-
-    Link the contact with `person_id` and `organization_id`: `search` for them first; create them with
-    `create_person`/`create_organization` only when the search finds nothing."""
+    """Create a deal (stage ids: `list_pipelines`). For its contact, `search` first; create one
+    (`create_person`/`create_organization`) only if none is found."""
     return await deals.create(uow, data, idempotency_key=idempotency_key)
 
 
@@ -270,10 +253,8 @@ async def create_deal(uow: UnitOfWork, data: DealCreate, idempotency_key: Idempo
 async def update_deal(
     uow: UnitOfWork, deal_id: DealId, changes: DealUpdate, expected_version: ExpectedVersion = None
 ) -> Deal:
-    """Change a deal's fields. Send only what changes: a field left out stays as it is; null clears it
-    (`person_id: null` unlinks the person).
-
-    Stage and status have their own tools: `move_deal_stage`, `mark_deal_won`, `mark_deal_lost`."""
+    """Change a deal. Send only what changes; null clears (`person_id: null` unlinks). Stage and status:
+    `move_deal_stage`, `mark_deal_won`, `mark_deal_lost`."""
     return await deals.update(uow, deal_id, changes, expected_version=expected_version)
 
 
@@ -281,20 +262,17 @@ async def update_deal(
 async def move_deal_stage(
     uow: UnitOfWork,
     deal_id: DealId,
-    stage_id: Annotated[UUID, Field(description="The target stage's id, from `list_pipelines`.")],
-    pipeline_id: Annotated[
-        UUID | None, Field(description="Only to move the deal into another pipeline: that pipeline's id.")
-    ] = None,
+    stage_id: Annotated[UUID, Field(description="From `list_pipelines`.")],
+    pipeline_id: Annotated[UUID | None, Field(description="Only for a stage of another pipeline.")] = None,
     expected_version: ExpectedVersion = None,
 ) -> Deal:
-    """Move a deal to another stage (recorded in its stage history). Stage ids come from `list_pipelines`; a
-    stage of another pipeline needs that `pipeline_id` too."""
+    """Move a deal to another stage (recorded in its stage history)."""
     return await deals.move_stage(uow, deal_id, stage_id, pipeline_id=pipeline_id, expected_version=expected_version)
 
 
 @crm_tool(TOOLS, title="Mark a deal won", calls=deals.mark_won, idempotent=True)
 async def mark_deal_won(uow: UnitOfWork, deal_id: DealId, expected_version: ExpectedVersion = None) -> Deal:
-    """Mark a deal won, only when the user says it is. An already won deal is returned unchanged."""
+    """Mark a deal won, only when the user says so. A won deal is returned unchanged."""
     return await deals.mark_won(uow, deal_id, expected_version=expected_version)
 
 
@@ -302,11 +280,10 @@ async def mark_deal_won(uow: UnitOfWork, deal_id: DealId, expected_version: Expe
 async def mark_deal_lost(
     uow: UnitOfWork,
     deal_id: DealId,
-    reason: Annotated[str, Field(min_length=1, max_length=500, description="Why it was lost, in a few words.")],
+    reason: Annotated[str, Field(min_length=1, max_length=500, description="In a few words.")],
     expected_version: ExpectedVersion = None,
 ) -> Deal:
-    """Mark a deal lost, with the user's reason (ask; never invent one). An already lost deal is returned
-    unchanged, with its recorded reason."""
+    """Mark a deal lost with the user's reason (ask; never invent one). A lost deal is returned unchanged."""
     return await deals.mark_lost(uow, deal_id, reason, expected_version=expected_version)
 
 
@@ -317,13 +294,11 @@ async def mark_deal_lost(
 async def create_person(
     uow: UnitOfWork,
     data: PersonCreate,
-    force: Annotated[
-        bool, Field(description="Create even though a person with one of these emails exists (rarely right).")
-    ] = False,
+    force: Annotated[bool, Field(description="Create despite a duplicate (rarely right).")] = False,
     idempotency_key: IdempotencyKey = None,
 ) -> Person:
-    """Create a contact person. `search` for them first: if a person with one of the emails exists, the call is
-    refused with `[duplicate]` and the existing person's id: use that one."""
+    """Create a person; `search` first. A person with one of the emails is refused as `[duplicate]` with its
+    id: use that one."""
     return await contacts.create_person(uow, data, force=force, idempotency_key=idempotency_key)
 
 
@@ -331,13 +306,11 @@ async def create_person(
 async def create_organization(
     uow: UnitOfWork,
     data: OrganizationCreate,
-    force: Annotated[
-        bool, Field(description="Create even though one with the same name or domain exists (rarely right).")
-    ] = False,
+    force: Annotated[bool, Field(description="Create despite a duplicate (rarely right).")] = False,
     idempotency_key: IdempotencyKey = None,
 ) -> Organization:
-    """Create an organization. `search` for it first: if one with the same name or domain exists, the call is
-    refused with `[duplicate]` and the existing organization's id: use that one."""
+    """Create an organization; `search` first. One with the same name or domain is refused as `[duplicate]`
+    with its id: use that one."""
     return await contacts.create_organization(uow, data, force=force, idempotency_key=idempotency_key)
 
 
@@ -348,14 +321,13 @@ class ContactChanges(PersonUpdate, OrganizationUpdate):
 @crm_tool(TOOLS, title="Update a person or organization", calls=contacts.update_person, idempotent=True)
 async def update_contact(
     uow: UnitOfWork,
-    contact_type: Annotated[Literal["person", "organization"], Field(description="Which kind of contact.")],
-    contact_id: Annotated[UUID, Field(description="The person's or organization's id (from `search`).")],
+    contact_type: Literal["person", "organization"],
+    contact_id: Annotated[UUID, Field(description="From `search`.")],
     changes: ContactChanges,
     expected_version: ExpectedVersion = None,
 ) -> Person | Organization:
-    """Change a contact. A person takes first_name, last_name, emails, phones, job_title, organization_id; an
-    organization takes name, domain, address; both take owner_id and visibility. Send only what changes: a
-    field left out stays as it is; null clears it. `emails`/`phones` replace the whole list."""
+    """Change a person (first_name, last_name, emails, phones, job_title, organization_id) or an organization
+    (name, domain, address). Send only what changes; null clears; lists are replaced whole."""
     given = changes.model_dump(exclude_unset=True)
     model: type[PersonUpdate] | type[OrganizationUpdate] = (
         PersonUpdate if contact_type == "person" else OrganizationUpdate
@@ -374,16 +346,15 @@ async def update_contact(
 
 @crm_tool(TOOLS, title="Create a lead", calls=leads.create)
 async def create_lead(uow: UnitOfWork, data: LeadCreate, idempotency_key: IdempotencyKey = None) -> Lead:
-    """Add a lead to the inbox: a prospect not yet qualified as a deal. Link a known person or organization by
-    id (from `search`), or give the contact's name, email and organization name for conversion."""
+    """Add a lead (an unqualified prospect) to the inbox. Link a known person or organization (`search`), or
+    give the contact's name, email and organization name."""
     return await leads.create(uow, data, idempotency_key=idempotency_key)
 
 
 @crm_tool(TOOLS, title="Convert a lead to a deal", calls=leads.convert, idempotent=True)
 async def convert_lead(uow: UnitOfWork, lead_id: LeadId, data: LeadConversion) -> ConversionResult:
-    """Turn a lead into a deal: finds or creates its person and organization, creates the deal
-    (default: first pipeline, first stage), moves the lead's notes and activities to it, marks it converted.
-    Converting again returns the same deal, changing nothing."""
+    """Turn a lead into a deal, finding or creating its person and organization and moving its notes and
+    activities. Again: returns the same deal."""
     return await leads.convert(uow, lead_id, data)
 
 
@@ -392,8 +363,8 @@ async def convert_lead(uow: UnitOfWork, lead_id: LeadId, data: LeadConversion) -
 
 @crm_tool(TOOLS, title="Log or plan an activity", calls=activities.create)
 async def log_activity(uow: UnitOfWork, data: ActivityCreate, idempotency_key: IdempotencyKey = None) -> Activity:
-    """Record a call, meeting, email, task or deadline, attached to a deal, lead, person or organization
-    (ids from `search`). A past call or meeting: log it, then `complete_activity`. A follow-up: set `due_date`."""
+    """Record an activity on a deal, lead, person or organization. Past: log it, then `complete_activity`; a
+    follow-up: set `due_date`."""
     return await activities.create(uow, data, idempotency_key=idempotency_key)
 
 
@@ -401,17 +372,16 @@ async def log_activity(uow: UnitOfWork, data: ActivityCreate, idempotency_key: I
 async def complete_activity(
     uow: UnitOfWork,
     activity_id: ActivityId,
-    done: Annotated[bool, Field(description="false marks it not done again.")] = True,
+    done: Annotated[bool, Field(description="false: not done again.")] = True,
     expected_version: ExpectedVersion = None,
 ) -> Activity:
-    """Mark an activity done (or not done again). Find it with `list_activities` first."""
+    """Mark an activity done (or not done again)."""
     return await activities.complete(uow, activity_id, done=done, expected_version=expected_version)
 
 
 @crm_tool(TOOLS, title="Add a note", calls=notes.create)
 async def add_note(uow: UnitOfWork, data: NoteCreate, idempotency_key: IdempotencyKey = None) -> Note:
-    """Write a note (plain text or simple Markdown) on a deal, lead, person or organization, as the user.
-    Link at least one record by id (from `search`)."""
+    """Write a note as the user on at least one deal, lead, person or organization."""
     return await notes.create(uow, data, idempotency_key=idempotency_key)
 
 
@@ -446,15 +416,13 @@ class ConfirmDeletion(BaseModel):
 )
 async def delete_record(
     call: Call,
-    record_type: Annotated[DeletableType, Field(description="What kind of record.")],
-    record_id: Annotated[UUID, Field(description="Its id (from `search` or a list tool).")],
+    record_type: DeletableType,
+    record_id: Annotated[UUID, Field(description="From `search` or a list tool.")],
     confirmation: Annotated[str | None, Field(description="From the preview; omit to preview.")] = None,
 ) -> DeletionOutcome:
-    """Delete a record, only when the user asked for exactly that.
-
-    Without `confirmation` nothing is deleted: you get a preview of what would be deleted or unlinked, and a
-    `confirmation`. Show it to the user; only if they agree, call again with the same arguments plus
-    `confirmation`. A client that can ask the user is asked instead."""
+    """Delete a record, only when the user asked for exactly that. Without `confirmation` nothing is deleted:
+    you get a preview (what is deleted or unlinked) and a `confirmation`. Show it; only if the user agrees, call
+    again adding `confirmation`. A client that can ask the user is asked instead."""
     subject = {"record_type": record_type.value, "record_id": str(record_id)}
     if confirmation is not None:
         state = call.confirmations.check(confirmation, call.caller.user_id, DELETE, subject)

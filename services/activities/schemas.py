@@ -38,14 +38,14 @@ class Activity(Links):
 class ActivityCreate(Links, Input):
     multiline_fields = frozenset({"note"})
 
-    type: ActivityType = Field(ActivityType.TASK, description="task, call, meeting, email or deadline.")
+    type: ActivityType = Field(ActivityType.TASK, description="Kind of activity.")
     subject: str = Field(min_length=1, max_length=300, description="What it is about.")
     due_date: date | None = Field(None, description="Due date.")
     due_time: time | None = Field(None, description="Due time of day (needs a due date).")
     duration_minutes: int | None = Field(None, ge=0, le=10080, description="Planned duration in minutes.")
     reminder_at: datetime | None = Field(None, description="When to remind the owner.")
     note: str | None = Field(None, max_length=10000, description="Free-text details.")
-    owner_id: UUID | None = Field(None, description="Owner; default the caller.")
+    owner_id: UUID | None = Field(None, description="Default: you.")
 
 
 class ActivityUpdate(Input):
@@ -67,10 +67,10 @@ class ActivityUpdate(Input):
 
 class ActivityFilter(RecordFilter):
     type: ActivityType | None = Field(None, description="Only this type.")
-    done: bool | None = Field(None, description="Only done (true) or open (false) activities.")
-    due_before: date | None = Field(None, description="Only activities due on or before this date.")
-    due_after: date | None = Field(None, description="Only activities due on or after this date.")
-    deal_id: UUID | None = Field(None, description="Only activities of this deal.")
-    lead_id: UUID | None = Field(None, description="Only activities of this lead.")
-    person_id: UUID | None = Field(None, description="Only activities of this person.")
-    organization_id: UUID | None = Field(None, description="Only activities of this organization.")
+    done: bool | None = Field(None, description="true: done; false: open.")
+    due_before: date | None = Field(None, description="Due on or before.")
+    due_after: date | None = Field(None, description="Due on or after.")
+    deal_id: UUID | None = Field(None, description="Of this deal.")
+    lead_id: UUID | None = Field(None, description="Of this lead.")
+    person_id: UUID | None = Field(None, description="Of this person.")
+    organization_id: UUID | None = Field(None, description="Of this organization.")

@@ -124,7 +124,7 @@ class PersonCreate(OwnedInput):
     emails: Emails = Field(default_factory=list, max_length=20, description="Email addresses.")
     phones: Phones = Field(default_factory=list, max_length=20, description="Phone numbers.")
     job_title: str | None = Field(None, max_length=200, description="Job title.")
-    organization_id: UUID | None = Field(None, description="Organization the person works for.")
+    organization_id: UUID | None = Field(None, description="Their organization.")
 
 
 

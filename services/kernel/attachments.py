@@ -18,7 +18,7 @@ LINK_TABLES = {
 
 
 class Links(BaseModel):
-    deal_id: UUID | None = Field(None, description="Deal it belongs to (resolve names with search first).")
+    deal_id: UUID | None = Field(None, description="Deal it belongs to.")
     lead_id: UUID | None = Field(None, description="Lead it belongs to.")
     person_id: UUID | None = Field(None, description="Person it belongs to.")
     organization_id: UUID | None = Field(None, description="Organization it belongs to.")

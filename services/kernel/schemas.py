@@ -43,16 +43,16 @@ class Input(BaseModel):
 
 
 class OwnedInput(Input):
-    owner_id: UUID | None = Field(None, description="Owner (default: you).")
-    visibility: Visibility | None = Field(None, description="Who sees it (default: the CRM's setting).")
+    owner_id: UUID | None = Field(None, description="Default: you.")
+    visibility: Visibility | None = Field(None, description="Who sees it; default: the CRM's.")
 
 
 class RecordFilter(Input):
     owner_id: UUID | None = Field(None, description="Only records owned by this user.")
     team_id: UUID | None = Field(None, description="Owner's team.")
-    updated_since: datetime | None = Field(None, description="Changed at or after this time.")
+    updated_since: datetime | None = Field(None, description="Changed since.")
     text: str | None = Field(
-        None, min_length=1, max_length=MAX_SEARCH_TEXT, description="Case-insensitive text match."
+        None, min_length=1, max_length=MAX_SEARCH_TEXT, description="Text match."
     )
 
 

@@ -62,11 +62,11 @@ class LeadCreate(OwnedInput):
     source: str | None = Field(None, max_length=200, description="Where the lead came from.")
     value: Money | None = Field(None, description="Potential value.")
     currency: Currency = Field("USD", description="ISO 4217 currency code.")
-    person_id: UUID | None = Field(None, description="Linked person (resolve with search first).")
-    organization_id: UUID | None = Field(None, description="Linked organization (resolve with search first).")
-    contact_name: str | None = Field(None, max_length=300, description="Contact name, if no person is linked.")
-    contact_email: Email | None = Field(None, description="Contact email, if no person is linked.")
-    organization_name: str | None = Field(None, max_length=300, description="Organization name, if none is linked.")
+    person_id: UUID | None = Field(None, description="Linked person.")
+    organization_id: UUID | None = Field(None, description="Linked organization.")
+    contact_name: str | None = Field(None, max_length=300, description="If no person is linked.")
+    contact_email: Email | None = Field(None, description="If no person is linked.")
+    organization_name: str | None = Field(None, max_length=300, description="If none is linked.")
     labels: Labels = Field(default_factory=list, max_length=20, description="Labels.")
 
 
@@ -91,8 +91,8 @@ class LeadFilter(RecordFilter):
 
 
 class LeadConversion(Input):
-    pipeline_id: UUID | None = Field(None, description="Pipeline for the deal; default: the first pipeline.")
-    stage_id: UUID | None = Field(None, description="Stage for the deal; default: the pipeline's first stage.")
+    pipeline_id: UUID | None = Field(None, description="Default: the first.")
+    stage_id: UUID | None = Field(None, description="Default: the pipeline's first.")
     title: str | None = Field(None, min_length=1, max_length=300, description="Deal title; default: the lead's.")
 
 
