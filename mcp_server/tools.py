@@ -99,7 +99,7 @@ async def search(
     limit: Annotated[int, Field(ge=1, le=search_service.MAX_LIMIT)] = 10,
 ) -> list[SearchHit]:
     """Find persons, organizations, deals and leads by name, email, domain or title, best first: turn a name the
-    user mentions into an id before other tools. Hits: id, type, title, context; if several fit, ask which."""
+    user mentions into an id before other tools. If several hits fit, ask the user which."""
     return await search_service.search(uow, query, types=types, limit=limit)
 
 
@@ -108,7 +108,7 @@ async def search(
 
 @crm_tool(TOOLS, title="Get a deal", calls=deals.get, read_only=True)
 async def get_deal(uow: UnitOfWork, deal_id: DealId) -> DealDetail:
-    """One deal with its stage, contact, organization, newest notes and open activities."""
+    """One deal (id from `search`) with its stage, contact, organization, newest notes and open activities."""
     return await records.deal_detail(uow, deal_id)
 
 
@@ -363,8 +363,8 @@ async def convert_lead(uow: UnitOfWork, lead_id: LeadId, data: LeadConversion) -
 
 @crm_tool(TOOLS, title="Log or plan an activity", calls=activities.create)
 async def log_activity(uow: UnitOfWork, data: ActivityCreate, idempotency_key: IdempotencyKey = None) -> Activity:
-    """Record an activity on a deal, lead, person or organization. Past: log it, then `complete_activity`; a
-    follow-up: set `due_date`."""
+    """Record an activity on a deal, lead, person or organization (ids: `search`). Past: log it, then
+    `complete_activity`; a follow-up: set `due_date`."""
     return await activities.create(uow, data, idempotency_key=idempotency_key)
 
 
@@ -381,7 +381,7 @@ async def complete_activity(
 
 @crm_tool(TOOLS, title="Add a note", calls=notes.create)
 async def add_note(uow: UnitOfWork, data: NoteCreate, idempotency_key: IdempotencyKey = None) -> Note:
-    """Write a note as the user on at least one deal, lead, person or organization."""
+    """Write a note as the user on at least one deal, lead, person or organization (ids: `search`)."""
     return await notes.create(uow, data, idempotency_key=idempotency_key)
 
 
