@@ -267,7 +267,7 @@ async def _record_ids(uow: UnitOfWork, kind: SearchType, typed: str, *, titled: 
         SearchType.LEAD: leads.list,
     }
     page = await listing[kind](uow, None, PageRequest(limit=COMPLETIONS))
-    values = [value(getattr(r, "title", None) or getattr(r, "name", ""), r.id) for r in page.items]
+    values = [value(str(getattr(r, "title", None) or getattr(r, "name", "")), r.id) for r in page.items]
     return Completion(values=values, total=page.total, has_more=page.has_next)
 
 
