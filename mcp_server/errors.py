@@ -78,12 +78,12 @@ _PLAIN = {
     "missing": "required",
     "extra_forbidden": "no such argument",
 }
-_NOT_AN_ID = ("uuid_parsing", "uuid_type")
+_UUID_ERRORS = ("uuid_parsing", "uuid_type")
 
 
 def _problem(error: Any) -> str:
     where = ".".join(str(p) for p in error["loc"])
-    if error["type"] in _NOT_AN_ID:
+    if error["type"] in _UUID_ERRORS:
         return f"{not_an_id(str(error['loc'][0]) if error['loc'] else '')} (field: {where})"
     return f"{_PLAIN.get(error['type'], error['msg'])} (field: {where})"
 
