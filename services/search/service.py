@@ -59,11 +59,19 @@ async def search(
     readable = [t for t in wanted if uow.principal.can(_READ[t])]
     if not readable:
         raise Forbidden("no permission to read any of the requested record types")
+    sql, params = search_sql(text, readable, limit)
+    rows = await uow.all(sql, params)
+    return [SearchHit(id=r["id"], type=r["type"], title=r["title"], context=r["context"] or "",
+                      score=round(float(r["score"]), 4)) for r in rows]
+
+
+def search_sql(text: str, kinds: list[SearchType], limit: int) -> tuple[str, list[object]]:
+    """The ranked search over `kinds` for normalized `text`: one branch per type, merged; with its parameters."""
     contains = "%" + escape_like(text) + "%"
     prefix = escape_like(text) + "%"
     branches = []
     params: list[object] = []
-    for kind in readable:
+    for kind in kinds:
         table, title, context = _SOURCES[kind]
         branches.append(
             f"""
@@ -80,6 +88,4 @@ async def search(
         params += [text, contains, prefix, contains, text, limit]
     # The outer select keeps a single branch valid (its own ORDER BY/LIMIT cannot take a second ORDER BY).
     sql = "select * from (" + " union all ".join(branches) + ") hits order by score desc, title, id limit %s"
-    rows = await uow.all(sql, [*params, limit])
-    return [SearchHit(id=r["id"], type=r["type"], title=r["title"], context=r["context"] or "",
-                      score=round(float(r["score"]), 4)) for r in rows]
+    return sql, [*params, limit]
