@@ -214,8 +214,13 @@ async def test_the_official_client_acts_as_the_token_s_user_with_its_scopes(http
     assert {"create_deal", "search"} <= tools
     async with http.client("bob", scopes=[Scope.READ], mode=mode) as client:
         read_only = {t.name for t in (await client.list_tools()).tools}
+        narrowed = await client.call_tool("whoami", {})
         refused = await client.call_tool("create_deal", {"title": "Sneaky"})
     assert "create_deal" not in read_only and "search" in read_only
+    # the words of the refusal are those whoami lists
+    assert (narrowed.structured_content["scopes"], narrowed.structured_content["permissions"]) == (
+        ["crm.read"], ["activities:read", "contacts:read", "deals:read", "leads:read", "notes:read", "pipelines:read",
+                       "users:read"])
     assert refused.is_error
     assert refused.content[0].text == "[forbidden] your token's scope crm.read does not allow deals:write"
 
