@@ -127,15 +127,17 @@ def _with_our_challenges(app: Starlette, auth: AuthSettings) -> None:
     )
     replaced = {route.path: route for route in metadata if isinstance(route, Route)}
     routes = app.router.routes
+    gated = 0
     for i, route in enumerate(routes):
         if not isinstance(route, Route):
             continue
         if isinstance(route.endpoint, RequireAuthMiddleware):
             gate = route.endpoint
             routes[i] = Route(route.path, Challenge(gate.app, gate.required_scopes, metadata_url))
+            gated += 1
         elif route.path in replaced:
             routes[i] = replaced.pop(route.path)
-    assert not replaced, "the SDK no longer serves the protected resource metadata"
+    assert gated == 1 and not replaced, "the SDK no longer gates /mcp and serves its metadata as it did"
 
 
 @dataclass(frozen=True)
