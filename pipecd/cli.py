@@ -26,7 +26,10 @@ app.add_typer(workflows_app, name="workflows")
 
 
 def _settings() -> Settings:
-    return get_settings()
+    """The settings of every command; logging follows them from here on."""
+    settings = get_settings()
+    runtime.configure_logging(settings.log_format)
+    return settings
 
 
 def _fail(message: str) -> NoReturn:
@@ -430,9 +433,11 @@ def _serve(settings: Settings, admin: str, host: str, port: int, workers: int) -
     if workers > 1:
         # each worker process builds its own app (and pool) from the environment
         os.environ.setdefault("DATABASE_URL", admin)
-        uvicorn.run("pipecd.app:app_from_environment", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run("pipecd.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_config=runtime.log_config(settings.log_format))
     else:
-        uvicorn.run(create_app(settings, admin_url=admin), host=host, port=port)
+        uvicorn.run(create_app(settings, admin_url=admin), host=host, port=port,
+                    log_config=runtime.log_config(settings.log_format))
 
 
 @app.command()
