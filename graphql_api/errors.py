@@ -1,6 +1,10 @@
 """The one place where errors become GraphQL errors: domain errors get `extensions.code` (and the offending
 field for bad input); anything unexpected is masked as "Unexpected error" with a reference id that is also
-logged with the full traceback."""
+logged with the full traceback.
+
+Messages are worded as a GraphQL client reads the schema: the service layer's snake_case field names become the
+schema's camelCase ones ("pass pipelineId"), and permissions are named as `me.permissions` lists them
+(`DEALS_WRITE`, not the service layer's `deals:write`), in the message and in `extensions.permission`."""
 
 from __future__ import annotations
 
@@ -8,9 +12,17 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import (
+    GraphQLError,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+)
 from pydantic import ValidationError
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
@@ -27,6 +39,7 @@ from services.kernel.errors import (
     Unauthenticated,
     Unavailable,
 )
+from services.kernel.permissions import Perm
 
 log = logging.getLogger("pipecd.graphql")
 
@@ -53,6 +66,42 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def graphql_permission(value: str) -> str:
+    """A permission as GraphQL names it: its `Perm` enum name (DEALS_WRITE for deals:write)."""
+    try:
+        return Perm(value).name
+    except ValueError:
+        return value
+
+
+_SNAKE_WORD = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])([A-Z])")
+_PERMISSION_WORD = re.compile(r"\b[a-z]+:[a-z]+\b")
+
+
+@lru_cache(maxsize=8)
+def field_names(schema: GraphQLSchema) -> dict[str, str]:
+    """The schema's camelCase field and argument names, keyed by their snake_case spelling in the services."""
+    names: set[str] = set()
+    for graphql_type in schema.type_map.values():
+        if graphql_type.name.startswith("__"):  # introspection's own
+            continue
+        if isinstance(graphql_type, GraphQLObjectType | GraphQLInterfaceType):
+            for name, graphql_field in graphql_type.fields.items():
+                names.add(name)
+                names.update(graphql_field.args)
+        elif isinstance(graphql_type, GraphQLInputObjectType):
+            names.update(graphql_type.fields)
+    return {_CAMEL_HUMP.sub(r"_\1", name).lower(): name for name in names if _CAMEL_HUMP.search(name)}
+
+
+def graphql_words(message: str, fields: dict[str, str]) -> str:
+    """`message` in the schema's words: snake_case words that are field names (in `fields`, from `field_names`)
+    in camelCase, permissions by their enum name. Other words (a constraint's name, say) stay as they are."""
+    message = _SNAKE_WORD.sub(lambda word: fields.get(word[0], word[0]), message)
+    return _PERMISSION_WORD.sub(lambda word: graphql_permission(word[0]), message)
+
+
 def extensions_for(error: Exception) -> dict[str, Any] | None:
     """The extensions for a deliberate error; None for anything unexpected."""
     if isinstance(error, ServiceError):
@@ -62,7 +111,7 @@ def extensions_for(error: Exception) -> dict[str, Any] | None:
         if isinstance(error, DuplicateFound):
             extensions["existingId"] = str(error.existing_id)
         if isinstance(error, Forbidden) and error.permission:
-            extensions["permission"] = error.permission
+            extensions["permission"] = graphql_permission(error.permission)
         if isinstance(error, RateLimited):
             extensions["retryAfter"] = error.retry_after
         return extensions
@@ -82,6 +131,7 @@ def extensions_for(error: Exception) -> dict[str, Any] | None:
 
 
 def _validation_message(extensions: dict[str, Any]) -> str:
+    """The problems of a pydantic ValidationError, one `field: message` each (their fields already camelCase)."""
     problems = extensions.get("problems") or [{"field": "input", "message": "invalid"}]
     return "; ".join(f"{p['field']}: {p['message']}" for p in problems)
 
@@ -143,8 +193,12 @@ class DomainErrors(SchemaExtension):
             return _with_code(error, hide_suggestions=self.hide_suggestions, code="BAD_USER_INPUT")
         extensions = extensions_for(original)
         if extensions is not None:
+            fields = field_names(self.execution_context.schema._schema)
+            for problem in extensions.get("problems", ()):
+                problem["message"] = graphql_words(problem["message"], fields)
             message = original.message if isinstance(original, ServiceError) else _validation_message(extensions)
-            return GraphQLError(message, nodes=error.nodes, path=error.path, extensions=extensions)
+            return GraphQLError(graphql_words(message, fields), nodes=error.nodes, path=error.path,
+                                extensions=extensions)
         return _unexpected(original, nodes=error.nodes, path=error.path)
 
 

@@ -235,38 +235,38 @@ Force = Annotated[
 class Mutation:
     # Users and teams (admins) -----------------------------------------------------------------------------
 
-    @strawberry.mutation(description="Create a team (needs users:manage).")
+    @strawberry.mutation(description="Create a team (needs USERS_MANAGE).")
     async def create_team(self, info: strawberry.Info, name: str) -> TeamType:
         async with info.context.write() as uow:
             team = await users.create_team(uow, TeamCreate(name=name))
         return TeamType.from_pydantic(team)
 
-    @strawberry.mutation(description="Add a user to a team (needs users:manage). Adding a member again changes "
+    @strawberry.mutation(description="Add a user to a team (needs USERS_MANAGE). Adding a member again changes "
                          "nothing.")
     async def add_team_member(self, info: strawberry.Info, team_id: UUID, user_id: UUID) -> TeamType:
         async with info.context.write() as uow:
             team = await users.add_team_member(uow, team_id, user_id)
         return TeamType.from_pydantic(team)
 
-    @strawberry.mutation(description="Remove a user from a team (needs users:manage).")
+    @strawberry.mutation(description="Remove a user from a team (needs USERS_MANAGE).")
     async def remove_team_member(self, info: strawberry.Info, team_id: UUID, user_id: UUID) -> TeamType:
         async with info.context.write() as uow:
             team = await users.remove_team_member(uow, team_id, user_id)
         return TeamType.from_pydantic(team)
 
-    @strawberry.mutation(description="Grant a role to a user (needs users:manage).")
+    @strawberry.mutation(description="Grant a role to a user (needs USERS_MANAGE).")
     async def grant_role(self, info: strawberry.Info, user_id: UUID, role: Role) -> UserType:
         async with info.context.write() as uow:
             user = await users.grant_role(uow, user_id, role)
         return UserType.from_pydantic(user)
 
-    @strawberry.mutation(description="Revoke a role from a user (needs users:manage).")
+    @strawberry.mutation(description="Revoke a role from a user (needs USERS_MANAGE).")
     async def revoke_role(self, info: strawberry.Info, user_id: UUID, role: Role) -> UserType:
         async with info.context.write() as uow:
             user = await users.revoke_role(uow, user_id, role)
         return UserType.from_pydantic(user)
 
-    @strawberry.mutation(description="Change a display name or avatar: your own, or anyone's with users:manage.")
+    @strawberry.mutation(description="Change a display name or avatar: your own, or anyone's with USERS_MANAGE.")
     async def update_profile(self, info: strawberry.Info, user_id: UUID, input: ProfileUpdateInput) -> UserType:
         async with info.context.write() as uow:
             user = await users.update_profile(uow, user_id, input.to_pydantic())
@@ -274,13 +274,13 @@ class Mutation:
 
     # Pipelines and stages (admins) ------------------------------------------------------------------------
 
-    @strawberry.mutation(description="Create a pipeline with its stages, in order (needs pipelines:manage).")
+    @strawberry.mutation(description="Create a pipeline with its stages, in order (needs PIPELINES_MANAGE).")
     async def create_pipeline(self, info: strawberry.Info, input: PipelineCreateInput) -> PipelineType:
         async with info.context.write() as uow:
             pipeline = await pipelines.create(uow, input.to_pydantic())
         return PipelineType.from_pydantic(pipeline)
 
-    @strawberry.mutation(description="Rename a pipeline or change its display order (needs pipelines:manage).")
+    @strawberry.mutation(description="Rename a pipeline or change its display order (needs PIPELINES_MANAGE).")
     async def update_pipeline(
         self, info: strawberry.Info, id: UUID, input: PipelineUpdateInput,
         expected_version: ExpectedVersion = None,
@@ -565,7 +565,7 @@ class Mutation:
 
     # GDPR ---------------------------------------------------------------------------------------------------
 
-    @strawberry.mutation(description="Erase a person for good (GDPR; needs gdpr:erase): the person, the notes and "
+    @strawberry.mutation(description="Erase a person for good (GDPR; needs GDPR_ERASE): the person, the notes and "
                          "activities about them alone, and every mention of their name, emails and phones, then "
                          "verified. Runs in the background; follow it with `erasure(id)`. While one is pending for "
                          "the person, that one is returned.")
@@ -591,7 +591,7 @@ class Mutation:
     # AI summaries -----------------------------------------------------------------------------------------
 
     @strawberry.mutation(description="Ask for an AI summary of a deal, person or organization you can see, or of "
-                         "your own deals in a pipeline (needs ai:use). Returns it QUEUED at once; read it with "
+                         "your own deals in a pipeline (needs AI_USE). Returns it QUEUED at once; read it with "
                          "`summary(id)` a moment later. Asking again while one is pending returns that one.")
     async def request_summary(
         self, info: strawberry.Info, subject_type: SummarySubject, subject_id: UUID

@@ -206,7 +206,7 @@ class Query:
             hits = await search_service.search(await info.context.read(), query, types=types, limit=first)
         return [SearchHitType.from_pydantic(h) for h in hits]
 
-    @strawberry.field(description="The audit trail of one record, newest first (needs audit:read).")
+    @strawberry.field(description="The audit trail of one record, newest first (needs AUDIT_READ).")
     async def audit_log(
         self, info: strawberry.Info, entity_type: str, entity_id: UUID, first: int = 100
     ) -> list[AuditEntryType]:
@@ -214,7 +214,7 @@ class Query:
             entries = await audit.for_entity(await info.context.read(), entity_type, entity_id, limit=first)
         return [AuditEntryType.from_pydantic(e) for e in entries]
 
-    @strawberry.field(description="One GDPR erasure's progress (needs gdpr:erase); null, with a NOT_FOUND error, "
+    @strawberry.field(description="One GDPR erasure's progress (needs GDPR_ERASE); null, with a NOT_FOUND error, "
                       "if it is missing.")
     async def erasure(self, info: strawberry.Info, id: UUID) -> ErasureType | None:
         return ErasureType.from_pydantic(await gdpr.get(await info.context.read(), id))

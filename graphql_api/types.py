@@ -131,7 +131,7 @@ class SummaryType:
 
 
 def _latest_summary_field(subject_type: SummarySubject) -> Any:
-    @strawberry.field(description="Your newest finished AI summary of it (null without one, or without ai:use).")
+    @strawberry.field(description="Your newest finished AI summary of it (null without one, or without AI_USE).")
     async def latest_summary(self: Any, info: strawberry.Info) -> SummaryType | None:
         if not info.context.principal.can(Perm.AI_USE):
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
@@ -23,6 +24,15 @@ Authenticate = Callable[[str], Awaitable[Principal]]
 
 # What every MCP request needs at least: a token that may read the CRM.
 REQUIRED_SCOPES = [Scope.READ.value]
+# Every scope this server understands, published in its protected resource metadata.
+SUPPORTED_SCOPES = [s.value for s in Scope]
+# What a 401 asks a client to request: an assistant reads and changes records. Deleting and AI summaries are
+# asked for on purpose (they are in SUPPORTED_SCOPES), never by default.
+BASIC_SCOPES = [Scope.READ.value, Scope.WRITE.value]
+
+# Why the bearer token of the request being served was refused (None: it was accepted). The bearer middleware
+# keeps only "no user"; the 401 tells the client the reason, e.g. "token expired".
+refusal: ContextVar[str | None] = ContextVar("refusal", default=None)
 
 
 class CrmAccessToken(AccessToken):
@@ -49,8 +59,10 @@ class CrmTokenVerifier:
     async def verify_token(self, token: str) -> AccessToken | None:
         try:
             principal = await self._authenticate(token)
-        except Unauthenticated:
+        except Unauthenticated as exc:
+            refusal.set(exc.message)
             return None
+        refusal.set(None)
         return CrmAccessToken(
             token=token,
             client_id=str(principal.user_id),

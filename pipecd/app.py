@@ -113,4 +113,6 @@ def app_from_environment() -> FastAPI:
     """Factory for `uvicorn --factory` (multi-worker serving): settings from the environment."""
     from pipecd.settings import get_settings
 
-    return create_app(get_settings())
+    settings = get_settings()
+    runtime.configure_logging(settings.log_format)
+    return create_app(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from functools import partial
 from typing import Annotated, Any, NoReturn
 
@@ -25,7 +26,10 @@ app.add_typer(workflows_app, name="workflows")
 
 
 def _settings() -> Settings:
-    return get_settings()
+    """The settings of every command; logging follows them from here on."""
+    settings = get_settings()
+    runtime.configure_logging(settings.log_format)
+    return settings
 
 
 def _fail(message: str) -> NoReturn:
@@ -356,14 +360,51 @@ def _seed(settings: Settings, admin: str) -> dict[str, int]:
 
 
 @app.command()
-def seed(demo: Annotated[bool, typer.Option("--demo", help="Create the demo company.")] = False) -> None:
-    """Seed data. `--demo` creates the demo company (safe to repeat: nothing is created twice)."""
-    if not demo:
-        _fail("nothing to seed; pass --demo for the demo company")
+def seed(
+    demo: Annotated[bool, typer.Option("--demo", help="Create the demo company.")] = False,
+    scale: Annotated[int | None, typer.Option(
+        "--scale", min=1, help="Create a company of this many deals (and the persons, activities, notes... around "
+        "them) for measuring; needs an empty database.")] = None,
+    random_seed: Annotated[int, typer.Option("--seed", help="With --scale: the same seed gives the same company.")] = 1,
+) -> None:
+    """Seed data. `--demo` creates the demo company (safe to repeat: nothing is created twice); `--scale N` a
+    company of N deals for measuring."""
+    if demo == (scale is not None):
+        _fail("pass either --demo (the demo company) or --scale N (a company of N deals)")
     settings = _settings()
     admin = runtime.prepare_database(settings)
-    counts = _seed(settings, admin)
-    typer.echo("demo company ready: " + ", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
+    if scale is None:
+        counts = _seed(settings, admin)
+        typer.echo("demo company ready: " + ", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
+        return
+    _seed_scale(settings, admin, scale, random_seed)
+
+
+def _seed_scale(settings: Settings, admin: str, deals: int, random_seed: int) -> None:
+    from rich.progress import Progress
+
+    from pipecd.scale import AlreadySeeded, Shape, seed_scale
+
+    shape = Shape(deals)
+    expected = {**shape.counts(), "stage_history": deals}
+
+    async def run() -> dict[str, int]:
+        with Progress(transient=True) as bar:
+            tasks = {name: bar.add_task(name, total=total) for name, total in expected.items()}
+
+            def advance(table: str, rows: int) -> None:
+                bar.advance(tasks[table], rows)
+
+            async with runtime.open_database(settings, admin) as db:
+                return await seed_scale(settings, admin, db, deals, seed=random_seed, progress=advance)
+
+    started = time.monotonic()
+    try:
+        written = asyncio.run(run())
+    except AlreadySeeded as exc:
+        _fail(str(exc))
+    typer.echo(f"company at scale ready in {time.monotonic() - started:.0f} s: "
+               + ", ".join(f"{v} {k}" for k, v in written.items()), err=True)
 
 
 def _workflows_summary(settings: Settings) -> str:
@@ -392,9 +433,11 @@ def _serve(settings: Settings, admin: str, host: str, port: int, workers: int) -
     if workers > 1:
         # each worker process builds its own app (and pool) from the environment
         os.environ.setdefault("DATABASE_URL", admin)
-        uvicorn.run("pipecd.app:app_from_environment", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run("pipecd.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_config=runtime.log_config(settings.log_format))
     else:
-        uvicorn.run(create_app(settings, admin_url=admin), host=host, port=port)
+        uvicorn.run(create_app(settings, admin_url=admin), host=host, port=port,
+                    log_config=runtime.log_config(settings.log_format))
 
 
 @app.command()

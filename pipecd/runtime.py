@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
+import logging.config
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 from uuid import UUID
 
 import inngest
 import jwt
 import psycopg
+import uvicorn.config
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
@@ -204,3 +210,46 @@ def quiet_http_client_logs() -> None:
     """httpx logs every request at INFO; the embedded runner makes one per step over its in-process transport,
     which would bury the server's own log lines."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+LogFormat = Literal["text", "json"]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (UTC), level, logger, message, and the traceback as `exception`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def log_config(log_format: LogFormat) -> dict[str, Any]:
+    """The logging configuration of every PipeCD process, for `logging.config.dictConfig` and uvicorn's
+    `log_config`: uvicorn's own, with every other logger (ours, the mcp SDK's, ...) through its handler.
+
+    `text` is uvicorn's format (`INFO:     message`); `json` writes one JSON object a line (JsonFormatter)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if log_format == "json":
+        config["formatters"] = {name: {"()": f"{__name__}.JsonFormatter"} for name in config["formatters"]}
+    config["root"] = {"handlers": ["default"], "level": "INFO"}
+    return config
+
+
+def configure_logging(log_format: LogFormat) -> dict[str, Any]:
+    """Log every line in one format (see `log_config`), which it returns for uvicorn. It replaces the root
+    logger's handlers, among them the rich console handler the mcp SDK installs when nothing is configured
+    (its boxed, wrapped, multi-line output); configured first, the SDK leaves logging alone."""
+    config = log_config(log_format)
+    logging.config.dictConfig(config)
+    return config

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     env: Literal["development", "test", "production"] = Field(
         "development", validation_alias=AliasChoices("PIPECD_ENV"), description="Deployment environment."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias=AliasChoices("PIPECD_LOG_FORMAT"),
+        description="Log lines as uvicorn writes them (`text`), or one JSON object a line (`json`).",
+    )
     state_dir: Path = Field(
         Path(".pipecd"),
         validation_alias=AliasChoices("PIPECD_STATE_DIR"),

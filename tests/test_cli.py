@@ -303,7 +303,7 @@ def test_seed_without_demo_flag_does_nothing(cli, admin):
     before = counts(admin, *DEMO_TABLES)
     result = cli("seed")
     assert result.exit_code == 1
-    assert result.stderr == "error: nothing to seed; pass --demo for the demo company\n"
+    assert result.stderr == "error: pass either --demo (the demo company) or --scale N (a company of N deals)\n"
     assert counts(admin, *DEMO_TABLES) == before
 
 

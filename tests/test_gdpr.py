@@ -214,7 +214,7 @@ async def test_only_admins_may_request_an_erasure_and_nothing_is_written(api: Ap
     body = await api.query(REQUEST, {"personId": str(seeded.person)}, as_=who)
     assert body["data"] is None
     (error,) = body["errors"]
-    assert error["extensions"] == {"code": "FORBIDDEN", "permission": "gdpr:erase"}
+    assert error["extensions"] == {"code": "FORBIDDEN", "permission": "GDPR_ERASE"}
     assert counts(admin, "gdpr_erasures", "audit_log", "outbox") == {"gdpr_erasures": 0, "audit_log": 0, "outbox": 0}
     body = await api.query(ERASURE, {"id": str(UUID(int=1))}, as_=who)
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"

@@ -718,10 +718,10 @@ async def test_a_user_with_a_profile_but_no_role_is_authenticated_with_no_rights
         "data": None,
         "errors": [
             {
-                "message": "missing permission deals:read",
+                "message": "missing permission DEALS_READ",
                 "locations": [{"line": 1, "column": 3}],
                 "path": ["deals"],
-                "extensions": {"code": "FORBIDDEN", "permission": "deals:read"},
+                "extensions": {"code": "FORBIDDEN", "permission": "DEALS_READ"},
             }
         ],
     }

@@ -183,7 +183,7 @@ class Case:
 
     name: str
     entity: str
-    permission: str
+    permission: str  # as GraphQL names it (the Perm enum of `me.permissions`)
     document: str
     variables: Callable[[World], dict[str, Any]]
     returned: Callable[[World], dict[str, Any]]
@@ -209,7 +209,7 @@ GONE = None
 CASES = [
     # Users and teams ---------------------------------------------------------------------------------------
     Case(
-        "createTeam", "team", "users:manage",
+        "createTeam", "team", "USERS_MANAGE",
         "mutation($name: String!) { createTeam(name: $name) { id name memberIds } }",
         lambda w: {"name": "North"},
         lambda w: {"id": NEW, "name": "North", "memberIds": []},
@@ -217,7 +217,7 @@ CASES = [
         "team.create", ("crm/team.created",), caller="alice",
     ),
     Case(
-        "addTeamMember", "team", "users:manage",
+        "addTeamMember", "team", "USERS_MANAGE",
         "mutation($teamId: UUID!, $userId: UUID!) { addTeamMember(teamId: $teamId, userId: $userId)"
         " { id name memberIds } }",
         lambda w: {"teamId": w.teams["West"], "userId": w.users["dan"]},
@@ -226,7 +226,7 @@ CASES = [
         "team.add_member", ("crm/team.member_added",), caller="alice",
     ),
     Case(
-        "removeTeamMember", "team", "users:manage",
+        "removeTeamMember", "team", "USERS_MANAGE",
         "mutation($teamId: UUID!, $userId: UUID!) { removeTeamMember(teamId: $teamId, userId: $userId)"
         " { id name memberIds } }",
         lambda w: {"teamId": w.teams["East"], "userId": w.users["dan"]},
@@ -235,7 +235,7 @@ CASES = [
         "team.remove_member", ("crm/team.member_removed",), caller="alice",
     ),
     Case(
-        "grantRole", "user", "users:manage",
+        "grantRole", "user", "USERS_MANAGE",
         "mutation($userId: UUID!, $role: Role!) { grantRole(userId: $userId, role: $role) { id roles } }",
         lambda w: {"userId": w.users["bob"], "role": "MANAGER"},
         lambda w: {"id": w.users["bob"], "roles": ["MANAGER", "MEMBER"]},
@@ -243,7 +243,7 @@ CASES = [
         "user.grant_role", ("crm/user.role_granted",), caller="alice",
     ),
     Case(
-        "revokeRole", "user", "users:manage",
+        "revokeRole", "user", "USERS_MANAGE",
         "mutation($userId: UUID!, $role: Role!) { revokeRole(userId: $userId, role: $role) { id roles } }",
         lambda w: {"userId": w.users["mia"], "role": "MANAGER"},
         lambda w: {"id": w.users["mia"], "roles": []},
@@ -251,7 +251,7 @@ CASES = [
         "user.revoke_role", ("crm/user.role_revoked",), caller="alice",
     ),
     Case(
-        "updateProfile", "user", "users:manage",
+        "updateProfile", "user", "USERS_MANAGE",
         "mutation($userId: UUID!, $input: ProfileUpdateInput!) { updateProfile(userId: $userId, input: $input)"
         " { id email displayName avatarUrl } }",
         lambda w: {"userId": w.users["dan"], "input": {"displayName": "Daniel", "avatarUrl": "https://img.example/dan.png"}},
@@ -262,7 +262,7 @@ CASES = [
     ),
     # Pipelines and stages ----------------------------------------------------------------------------------
     Case(
-        "createPipeline", "pipeline", "pipelines:manage",
+        "createPipeline", "pipeline", "PIPELINES_MANAGE",
         "mutation($input: PipelineCreateInput!) { createPipeline(input: $input)"
         " { id name position version stages { name position winProbability } } }",
         lambda w: {"input": {"name": "Partners", "stages": [{"name": "Intro", "winProbability": 10},
@@ -274,7 +274,7 @@ CASES = [
         "pipeline.create", ("crm/pipeline.created",), caller="alice",
     ),
     Case(
-        "updatePipeline", "pipeline", "pipelines:manage",
+        "updatePipeline", "pipeline", "PIPELINES_MANAGE",
         "mutation($id: UUID!, $input: PipelineUpdateInput!, $expectedVersion: Int) {"
         " updatePipeline(id: $id, input: $input, expectedVersion: $expectedVersion) { id name position version } }",
         lambda w: {"id": w.hiring, "input": {"name": "Recruiting"}},
@@ -283,7 +283,7 @@ CASES = [
         "pipeline.update", ("crm/pipeline.updated",), caller="alice",
     ),
     Case(
-        "deletePipeline", "pipeline", "pipelines:manage",
+        "deletePipeline", "pipeline", "PIPELINES_MANAGE",
         "mutation($id: UUID!) { deletePipeline(id: $id) " + DELETED + " }",
         lambda w: {"id": w.hiring},
         lambda w: {"id": w.hiring, "deleted": True},
@@ -291,7 +291,7 @@ CASES = [
         "pipeline.delete", ("crm/pipeline.deleted",), caller="alice",
     ),
     Case(
-        "createStage", "stage", "pipelines:manage",
+        "createStage", "stage", "PIPELINES_MANAGE",
         "mutation($pipelineId: UUID!, $input: StageCreateInput!) { createStage(pipelineId: $pipelineId, input: $input)"
         " { id pipelineId name position winProbability } }",
         lambda w: {"pipelineId": w.hiring, "input": {"name": "Interview", "winProbability": 30, "position": 1}},
@@ -300,7 +300,7 @@ CASES = [
         "stage.create", ("crm/stage.created",), caller="alice",
     ),
     Case(
-        "updateStage", "stage", "pipelines:manage",
+        "updateStage", "stage", "PIPELINES_MANAGE",
         "mutation($id: UUID!, $input: StageUpdateInput!, $expectedVersion: Int) {"
         " updateStage(id: $id, input: $input, expectedVersion: $expectedVersion)"
         " { id name position winProbability version } }",
@@ -310,7 +310,7 @@ CASES = [
         "stage.update", ("crm/stage.updated",), caller="alice",
     ),
     Case(
-        "deleteStage", "stage", "pipelines:manage",
+        "deleteStage", "stage", "PIPELINES_MANAGE",
         "mutation($id: UUID!) { deleteStage(id: $id) " + DELETED + " }",
         lambda w: {"id": w.applied},
         lambda w: {"id": w.applied, "deleted": True},
@@ -318,7 +318,7 @@ CASES = [
         "stage.delete", ("crm/stage.deleted",), caller="alice",
     ),
     Case(
-        "reorderStages", "pipeline", "pipelines:manage",
+        "reorderStages", "pipeline", "PIPELINES_MANAGE",
         "mutation($pipelineId: UUID!, $stageIds: [UUID!]!) {"
         " reorderStages(pipelineId: $pipelineId, stageIds: $stageIds) { id stages { id name position } } }",
         lambda w: {"pipelineId": w.hiring, "stageIds": [w.offer, w.applied]},
@@ -329,7 +329,7 @@ CASES = [
     ),
     # Activities --------------------------------------------------------------------------------------------
     Case(
-        "createActivity", "activity", "activities:write",
+        "createActivity", "activity", "ACTIVITIES_WRITE",
         "mutation($input: ActivityCreateInput!, $key: String) { createActivity(input: $input, idempotencyKey: $key)"
         " { id type subject dealId dueDate dueTime durationMinutes done doneAt ownerId version } }",
         lambda w: {"input": {"type": "MEETING", "subject": "Site visit", "dealId": w.deal, "dueDate": "2026-03-02",
@@ -342,7 +342,7 @@ CASES = [
         "activity.create", ("crm/activity.created",),
     ),
     Case(
-        "updateActivity", "activity", "activities:write",
+        "updateActivity", "activity", "ACTIVITIES_WRITE",
         "mutation($id: UUID!, $input: ActivityUpdateInput!, $expectedVersion: Int) {"
         " updateActivity(id: $id, input: $input, expectedVersion: $expectedVersion)"
         " { id type subject durationMinutes dueDate note dealId version } }",
@@ -353,7 +353,7 @@ CASES = [
         "activity.update", ("crm/activity.updated",),
     ),
     Case(
-        "completeActivity", "activity", "activities:write",
+        "completeActivity", "activity", "ACTIVITIES_WRITE",
         "mutation($id: UUID!, $done: Boolean! = true, $expectedVersion: Int) {"
         " completeActivity(id: $id, done: $done, expectedVersion: $expectedVersion) { id done version } }",
         lambda w: {"id": w.activity},
@@ -362,7 +362,7 @@ CASES = [
         "activity.complete", ("crm/activity.completed",),
     ),
     Case(
-        "deleteActivity", "activity", "activities:delete",
+        "deleteActivity", "activity", "ACTIVITIES_DELETE",
         "mutation($id: UUID!) { deleteActivity(id: $id) " + DELETED + " }",
         lambda w: {"id": w.activity},
         lambda w: {"id": w.activity, "deleted": True},
@@ -371,7 +371,7 @@ CASES = [
     ),
     # Notes -------------------------------------------------------------------------------------------------
     Case(
-        "createNote", "note", "notes:write",
+        "createNote", "note", "NOTES_WRITE",
         "mutation($input: NoteCreateInput!, $key: String) { createNote(input: $input, idempotencyKey: $key)"
         " { id body dealId leadId authorId version } }",
         lambda w: {"input": {"body": "Budget **approved**", "dealId": w.deal}},
@@ -381,7 +381,7 @@ CASES = [
         "note.create", ("crm/note.created",),
     ),
     Case(
-        "updateNote", "note", "notes:write",
+        "updateNote", "note", "NOTES_WRITE",
         "mutation($id: UUID!, $input: NoteUpdateInput!, $expectedVersion: Int) {"
         " updateNote(id: $id, input: $input, expectedVersion: $expectedVersion) { id body dealId version } }",
         lambda w: {"id": w.note, "input": {"body": "Crane specs sent twice"}},
@@ -390,7 +390,7 @@ CASES = [
         "note.update", ("crm/note.updated",),
     ),
     Case(
-        "deleteNote", "note", "notes:delete",
+        "deleteNote", "note", "NOTES_DELETE",
         "mutation($id: UUID!) { deleteNote(id: $id) " + DELETED + " }",
         lambda w: {"id": w.note},
         lambda w: {"id": w.note, "deleted": True},
@@ -399,7 +399,7 @@ CASES = [
     ),
     # Leads -------------------------------------------------------------------------------------------------
     Case(
-        "createLead", "lead", "leads:write",
+        "createLead", "lead", "LEADS_WRITE",
         "mutation($input: LeadCreateInput!, $key: String) { createLead(input: $input, idempotencyKey: $key)"
         " { id title source value currency labels status ownerId visibility version } }",
         lambda w: {"input": {"title": "Pier lighting", "source": "event", "value": "750", "labels": ["Hot", "pier"]}},
@@ -411,7 +411,7 @@ CASES = [
         "lead.create", ("crm/lead.created",),
     ),
     Case(
-        "updateLead", "lead", "leads:write",
+        "updateLead", "lead", "LEADS_WRITE",
         "mutation($id: UUID!, $input: LeadUpdateInput!, $expectedVersion: Int) {"
         " updateLead(id: $id, input: $input, expectedVersion: $expectedVersion)"
         " { id title source value labels version } }",
@@ -422,7 +422,7 @@ CASES = [
         "lead.update", ("crm/lead.updated",),
     ),
     Case(
-        "archiveLead", "lead", "leads:write",
+        "archiveLead", "lead", "LEADS_WRITE",
         "mutation($id: UUID!, $expectedVersion: Int) { archiveLead(id: $id, expectedVersion: $expectedVersion)"
         " { id status version } }",
         lambda w: {"id": w.lead},
@@ -431,7 +431,7 @@ CASES = [
         "lead.archive", ("crm/lead.archived",),
     ),
     Case(
-        "unarchiveLead", "lead", "leads:write",
+        "unarchiveLead", "lead", "LEADS_WRITE",
         "mutation($id: UUID!, $expectedVersion: Int) { unarchiveLead(id: $id, expectedVersion: $expectedVersion)"
         " { id status version } }",
         lambda w: {"id": w.archived_lead},
@@ -440,7 +440,7 @@ CASES = [
         "lead.unarchive", ("crm/lead.unarchived",),
     ),
     Case(
-        "convertLead", "lead", "leads:convert",
+        "convertLead", "lead", "LEADS_CONVERT",
         "mutation($id: UUID!, $input: LeadConversionInput) { convertLead(id: $id, input: $input) {"
         " alreadyConverted createdPerson createdOrganization"
         " lead { id status convertedDealId personId organizationId version }"
@@ -467,7 +467,7 @@ CASES = [
         record=lambda w, d: w.lead,
     ),
     Case(
-        "deleteLead", "lead", "leads:delete",
+        "deleteLead", "lead", "LEADS_DELETE",
         "mutation($id: UUID!) { deleteLead(id: $id) " + DELETED + " }",
         lambda w: {"id": w.lead},
         lambda w: {"id": w.lead, "deleted": True},
@@ -476,7 +476,7 @@ CASES = [
     ),
     # Persons and organizations -----------------------------------------------------------------------------
     Case(
-        "createPerson", "person", "contacts:write",
+        "createPerson", "person", "CONTACTS_WRITE",
         "mutation($input: PersonCreateInput!, $force: Boolean! = false, $key: String) {"
         " createPerson(input: $input, force: $force, idempotencyKey: $key)"
         " { id name firstName lastName emails phones jobTitle organizationId ownerId visibility version } }",
@@ -492,7 +492,7 @@ CASES = [
         "person.create", ("crm/person.created",),
     ),
     Case(
-        "updatePerson", "person", "contacts:write",
+        "updatePerson", "person", "CONTACTS_WRITE",
         "mutation($id: UUID!, $input: PersonUpdateInput!, $expectedVersion: Int) {"
         " updatePerson(id: $id, input: $input, expectedVersion: $expectedVersion)"
         " { id name emails phones jobTitle organizationId version } }",
@@ -504,7 +504,7 @@ CASES = [
         "person.update", ("crm/person.updated",),
     ),
     Case(
-        "deletePerson", "person", "contacts:delete",
+        "deletePerson", "person", "CONTACTS_DELETE",
         "mutation($id: UUID!) { deletePerson(id: $id) " + DELETED + " }",
         lambda w: {"id": w.person},
         lambda w: {"id": w.person, "deleted": True},
@@ -512,7 +512,7 @@ CASES = [
         "person.delete", ("crm/person.deleted",), caller="alice",
     ),
     Case(
-        "createOrganization", "organization", "contacts:write",
+        "createOrganization", "organization", "CONTACTS_WRITE",
         "mutation($input: OrganizationCreateInput!, $force: Boolean! = false, $key: String) {"
         " createOrganization(input: $input, force: $force, idempotencyKey: $key)"
         " { id name domain address ownerId visibility version } }",
@@ -525,7 +525,7 @@ CASES = [
         "organization.create", ("crm/organization.created",),
     ),
     Case(
-        "updateOrganization", "organization", "contacts:write",
+        "updateOrganization", "organization", "CONTACTS_WRITE",
         "mutation($id: UUID!, $input: OrganizationUpdateInput!, $expectedVersion: Int) {"
         " updateOrganization(id: $id, input: $input, expectedVersion: $expectedVersion)"
         " { id name domain address version } }",
@@ -536,7 +536,7 @@ CASES = [
         "organization.update", ("crm/organization.updated",),
     ),
     Case(
-        "deleteOrganization", "organization", "contacts:delete",
+        "deleteOrganization", "organization", "CONTACTS_DELETE",
         "mutation($id: UUID!) { deleteOrganization(id: $id) " + DELETED + " }",
         lambda w: {"id": w.organization},
         lambda w: {"id": w.organization, "deleted": True},
@@ -545,7 +545,7 @@ CASES = [
     ),
     # Deals -------------------------------------------------------------------------------------------------
     Case(
-        "createDeal", "deal", "deals:write",
+        "createDeal", "deal", "DEALS_WRITE",
         "mutation($input: DealCreateInput!, $key: String) { createDeal(input: $input, idempotencyKey: $key) {"
         " id title value currency status ownerId personId organizationId pipelineId stageId probability"
         " expectedCloseDate visibility weightedValue version } }",
@@ -564,7 +564,7 @@ CASES = [
         "deal.create", ("crm/deal.created",),
     ),
     Case(
-        "updateDeal", "deal", "deals:write",
+        "updateDeal", "deal", "DEALS_WRITE",
         "mutation($id: UUID!, $input: DealUpdateInput!, $expectedVersion: Int) {"
         " updateDeal(id: $id, input: $input, expectedVersion: $expectedVersion) {"
         " id title value probability weightedValue personId organizationId expectedCloseDate version } }",
@@ -576,7 +576,7 @@ CASES = [
         "deal.update", ("crm/deal.updated",),
     ),
     Case(
-        "moveDealToStage", "deal", "deals:write",
+        "moveDealToStage", "deal", "DEALS_WRITE",
         "mutation($id: UUID!, $stageId: UUID!, $pipelineId: UUID, $expectedVersion: Int) {"
         " moveDealToStage(id: $id, stageId: $stageId, pipelineId: $pipelineId, expectedVersion: $expectedVersion)"
         " { id pipelineId stageId stage { name } weightedValue version } }",
@@ -587,7 +587,7 @@ CASES = [
         "deal.move_stage", ("crm/deal.stage_changed",),
     ),
     Case(
-        "markDealWon", "deal", "deals:write",
+        "markDealWon", "deal", "DEALS_WRITE",
         "mutation($id: UUID!, $expectedVersion: Int) { markDealWon(id: $id, expectedVersion: $expectedVersion)"
         " { id status lostAt lostReason version } }",
         lambda w: {"id": w.deal},
@@ -596,7 +596,7 @@ CASES = [
         "deal.mark_won", ("crm/deal.won",),
     ),
     Case(
-        "markDealLost", "deal", "deals:write",
+        "markDealLost", "deal", "DEALS_WRITE",
         "mutation($id: UUID!, $reason: String!, $expectedVersion: Int) {"
         " markDealLost(id: $id, reason: $reason, expectedVersion: $expectedVersion)"
         " { id status wonAt lostReason version } }",
@@ -607,7 +607,7 @@ CASES = [
         "deal.mark_lost", ("crm/deal.lost",),
     ),
     Case(
-        "reopenDeal", "deal", "deals:write",
+        "reopenDeal", "deal", "DEALS_WRITE",
         "mutation($id: UUID!, $expectedVersion: Int) { reopenDeal(id: $id, expectedVersion: $expectedVersion)"
         " { id status wonAt lostAt lostReason version } }",
         lambda w: {"id": w.won_deal},
@@ -617,7 +617,7 @@ CASES = [
         "deal.reopen", ("crm/deal.reopened",),
     ),
     Case(
-        "deleteDeal", "deal", "deals:delete",
+        "deleteDeal", "deal", "DEALS_DELETE",
         "mutation($id: UUID!) { deleteDeal(id: $id) " + DELETED + " }",
         lambda w: {"id": w.deal},
         lambda w: {"id": w.deal, "deleted": True},
@@ -626,7 +626,7 @@ CASES = [
     ),
     # GDPR ----------------------------------------------------------------------------------------------------
     Case(
-        "requestErasure", "gdpr_erasure", "gdpr:erase",
+        "requestErasure", "gdpr_erasure", "GDPR_ERASE",
         "mutation($personId: UUID!) { requestErasure(personId: $personId) { id personId status hits error } }",
         lambda w: {"personId": w.person},
         lambda w: {"id": NEW, "personId": w.person, "status": "QUEUED", "hits": None, "error": None},
@@ -707,8 +707,8 @@ async def test_a_caller_without_the_permission_is_forbidden_naming_it_and_nothin
 
     body = await run(api, case, case.variables(world), who, scopes)
 
-    # changing any profile is a write first: a read-only token lacks profile:write before users:manage
-    missing = "profile:write" if case.name == "updateProfile" and scopes == READ_ONLY else case.permission
+    # changing any profile is a write first: a read-only token lacks PROFILE_WRITE before USERS_MANAGE
+    missing = "PROFILE_WRITE" if case.name == "updateProfile" and scopes == READ_ONLY else case.permission
     assert refusal(body, case) == (f"missing permission {missing}", {"code": "FORBIDDEN", "permission": missing})
     assert database_state(admin) == before
     assert counts(admin, "audit_log", "outbox") == {"audit_log": 0, "outbox": 0}
@@ -731,8 +731,8 @@ async def test_a_read_only_token_cannot_update_its_own_profile(api, world, admin
     body = await run(api, case, {"userId": world.users["bob"], "input": {"displayName": "Agent wrote this"}},
                      "bob", READ_ONLY)
 
-    assert refusal(body, case) == ("missing permission profile:write",
-                                   {"code": "FORBIDDEN", "permission": "profile:write"})
+    assert refusal(body, case) == ("missing permission PROFILE_WRITE",
+                                   {"code": "FORBIDDEN", "permission": "PROFILE_WRITE"})
     assert database_state(admin) == before
 
 
@@ -804,7 +804,7 @@ BAD_INPUT = [
      "value: Input should be greater than or equal to 0"),
     ("updateDeal", lambda w, gone: {"id": w.deal, "input": {"title": None}}, "title", "title cannot be null"),
     ("moveDealToStage", lambda w, gone: {"id": w.deal, "stageId": w.offer}, "stageId",
-     "stage {offer} belongs to pipeline {hiring}, not the deal's pipeline {sales}; pass pipeline_id to move the"
+     "stage {offer} belongs to pipeline {hiring}, not the deal's pipeline {sales}; pass pipelineId to move the"
      " deal to that pipeline"),
     ("markDealLost", lambda w, gone: {"id": w.deal, "reason": ""}, "reason",
      "a reason is required to mark a deal lost"),
@@ -819,7 +819,7 @@ BAD_INPUT = [
     ("updateStage", lambda w, gone: {"id": w.offer, "input": {"winProbability": -1}}, "winProbability",
      "winProbability: Input should be greater than or equal to 0"),
     ("reorderStages", lambda w, gone: {"pipelineId": w.hiring, "stageIds": [w.offer]}, "stageIds",
-     "stage_ids must list every stage of the pipeline exactly once"),
+     "stageIds must list every stage of the pipeline exactly once"),
     ("createTeam", lambda w, gone: {"name": ""}, "name", "name: String should have at least 1 character"),
     ("updateProfile", lambda w, gone: {"userId": w.users["dan"], "input": {"displayName": ""}}, "displayName",
      "displayName: String should have at least 1 character"),

@@ -308,6 +308,33 @@ async def test_me_shows_the_callers_roles_teams_scopes_and_effective_permissions
     }}}
 
 
+async def test_a_refusal_names_the_permission_as_me_permissions_lists_it(api, admin):
+    """A client matches `extensions.permission` against `me.permissions`: one vocabulary, the Perm enum's names."""
+    before = counts(admin, "deals", "audit_log", "outbox")
+    agent = await api.query("{ me { permissions } }", **login("agent"))
+    bob = await api.query("{ me { permissions } }", **login("bob"))
+    refused = await api.query('mutation { createDeal(input: {title: "Sneaky"}) { id } }', **login("agent"))
+    assert agent == {"data": {"me": {"permissions": READ_PERMISSIONS}}}
+    assert "DEALS_WRITE" in bob["data"]["me"]["permissions"]
+    assert without_locations(refused) == {"data": None, "errors": [{
+        "message": "missing permission DEALS_WRITE", "path": ["createDeal"],
+        "extensions": {"code": "FORBIDDEN", "permission": "DEALS_WRITE"}}]}
+    assert counts(admin, "deals", "audit_log", "outbox") == before
+
+
+def test_graphql_words_change_only_field_names_and_permissions():
+    from graphql_api.errors import field_names, graphql_words
+    from graphql_api.schema import build_schema
+
+    fields = field_names(build_schema()._schema)
+    assert graphql_words("owner_id is required; pass pipeline_id and expected_version", fields) == (
+        "ownerId is required; pass pipelineId and expectedVersion")
+    assert graphql_words("violates rule deals_owner_id_fkey; no_such_field; crm.read; missing permission "
+                         "gdpr:erase; not:apermission", fields) == (
+        "violates rule deals_owner_id_fkey; no_such_field; crm.read; missing permission GDPR_ERASE; "
+        "not:apermission")
+
+
 async def test_users_are_listed_by_name_and_teams_resolve_their_members(api, company):
     body = await api.query("{ users { displayName roles } teams { name members { displayName } } }", as_="vic")
 
@@ -608,5 +635,5 @@ async def test_callers_without_audit_read_get_forbidden_for_the_audit_log(api, a
     body = await api.query(AUDIT_LOG, {"id": str(audited_deal)}, **login(principal))
 
     assert without_locations(body) == {"data": None, "errors": [
-        error("missing permission audit:read", "auditLog", "FORBIDDEN", permission="audit:read")]}
+        error("missing permission AUDIT_READ", "auditLog", "FORBIDDEN", permission="AUDIT_READ")]}
     assert counts(admin, "audit_log", "outbox") == before == {"audit_log": 5, "outbox": 5}

@@ -1,11 +1,15 @@
 """The MCP server mounted at /mcp in the app, over HTTP in-process: the OAuth resource-server surface (metadata,
-401 and 403 with their WWW-Authenticate headers), Host/Origin checks, and the official client with a bearer
+401 and 403 with their WWW-Authenticate headers, and what the official OAuth client asks for after them),
+Host/Origin checks, and the official client with a bearer
 token acting as exactly that user."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from uuid import uuid4
 
 import httpx2
 import jwt
@@ -54,45 +58,137 @@ async def http(settings, company: Company) -> AsyncIterator[Http]:
         yield Http(app, settings, company)
 
 
-async def test_protected_resource_metadata_names_the_supabase_issuer_and_the_scope(http):
+async def test_protected_resource_metadata_names_the_supabase_issuer_and_every_scope(http):
     async with http.raw() as client:
         response = await client.get("/.well-known/oauth-protected-resource/mcp")
     assert response.status_code == 200
     body = response.json()
     assert (body["resource"], body["authorization_servers"], body["scopes_supported"]) == (
-        f"{BASE}/mcp", ["http://127.0.0.1:54321/auth/v1"], ["crm.read"])
+        f"{BASE}/mcp", ["http://127.0.0.1:54321/auth/v1"], ["crm.read", "crm.write", "crm.delete", "crm.ai"])
+
+
+ASK = f'scope="crm.read crm.write", resource_metadata="{METADATA}"'
 
 
 @pytest.mark.parametrize(
-    "authorization",
-    ["", "Bearer not-a-jwt", "Bearer {expired}", "Bearer {wrong_audience}", "Bearer {wrong_secret}", "Basic abc"],
-    ids=["missing", "garbage", "expired", "wrong-audience", "wrong-secret", "not-bearer"],
+    ("authorization", "description"),
+    [("Bearer not-a-jwt", "malformed token"), ("Bearer {expired}", "token expired"),
+     ("Bearer {wrong_audience}", "token audience is not 'authenticated'"),
+     ("Bearer {wrong_secret}", "token signature is invalid"),
+     ("Bearer {stranger}", "unknown user: no CRM profile for this account")],
+    ids=["garbage", "expired", "wrong-audience", "wrong-secret", "unknown-user"],
 )
-async def test_a_missing_or_invalid_token_gets_401_pointing_at_the_metadata(http, authorization):
+async def test_a_refused_token_gets_401_saying_why_and_asking_for_the_basic_scopes(http, authorization, description):
     person = http.company.people["bob"]
     base = {"sub": str(person.id), "role": "authenticated", "aud": "authenticated", "exp": 4_000_000_000}
     tokens = {
         "expired": jwt.encode({**base, "exp": 1_000_000_000}, TEST_JWT_SECRET, algorithm="HS256"),
         "wrong_audience": jwt.encode({**base, "aud": "someone-else"}, TEST_JWT_SECRET, algorithm="HS256"),
         "wrong_secret": jwt.encode(base, "another-secret-of-sufficient-length-0123456789", algorithm="HS256"),
+        "stranger": jwt.encode({**base, "sub": str(uuid4())}, TEST_JWT_SECRET, algorithm="HS256"),
     }
-    headers = {**ACCEPT, "Authorization": authorization.format(**tokens)} if authorization else ACCEPT
+    headers = {**ACCEPT, "Authorization": authorization.format(**tokens)}
     async with http.raw() as client:
         response = await client.post("/mcp", json=INITIALIZE, headers=headers)
     assert response.status_code == 401
-    challenge = response.headers["www-authenticate"]
-    assert challenge.startswith("Bearer ")
-    assert f'resource_metadata="{METADATA}"' in challenge
+    assert response.headers["www-authenticate"] == (
+        f'Bearer error="invalid_token", error_description="{description}", {ASK}')
+    assert response.json() == {"error": "invalid_token", "error_description": description}
 
 
-async def test_a_token_without_the_read_scope_gets_403_insufficient_scope(http):
+@pytest.mark.parametrize("authorization", [None, "Basic abc"], ids=["missing", "not-bearer"])
+async def test_a_request_without_a_bearer_token_gets_401_with_the_scopes_and_no_error_code(http, authorization):
+    headers = {**ACCEPT, "Authorization": authorization} if authorization else ACCEPT
+    async with http.raw() as client:
+        response = await client.post("/mcp", json=INITIALIZE, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == f"Bearer {ASK}"
+    assert response.json() == {"error": "invalid_token", "error_description": "Authentication required"}
+
+
+async def test_a_token_without_the_read_scope_gets_403_insufficient_scope_naming_it(http):
     token = http.token("bob", scopes=[Scope.AI])
     async with http.raw() as client:
         response = await client.post("/mcp", json=INITIALIZE, headers={**ACCEPT, "Authorization": f"Bearer {token}"})
     assert response.status_code == 403
     assert response.headers["www-authenticate"] == (
-        f'Bearer error="insufficient_scope", error_description="Required scope: crm.read", '
+        f'Bearer error="insufficient_scope", error_description="Required scope: crm.read", scope="crm.read", '
         f'resource_metadata="{METADATA}"')
+
+
+class Stop(Exception):
+    pass
+
+
+async def test_the_official_oauth_client_asks_the_authorization_server_for_the_challenged_scopes(http):
+    """The SDK's OAuth client, sent away with 401, reads our metadata and challenge and sends the user to the
+    authorization server asking for exactly the scopes the challenge names."""
+    from mcp.client.auth import OAuthClientProvider, TokenStorage
+    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+    issuer = "http://127.0.0.1:54321/auth/v1"
+    asked: list[str] = []
+
+    def authorization_server(request: httpx2.Request) -> httpx2.Response:
+        asked.append(f"{request.method} {request.url.path}")
+        if request.url.path.startswith("/.well-known/oauth-authorization-server"):
+            return httpx2.Response(200, json={
+                "issuer": issuer, "authorization_endpoint": f"{issuer}/authorize", "token_endpoint": f"{issuer}/token",
+                "registration_endpoint": f"{issuer}/register", "response_types_supported": ["code"],
+                "code_challenge_methods_supported": ["S256"]})
+        if request.url.path == "/auth/v1/register":
+            return httpx2.Response(201, json={**json.loads(request.content), "client_id": "assistant"})
+        return httpx2.Response(404)
+
+    class Routed(httpx2.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.app = httpx2.ASGITransport(app=http.app)
+            self.auth_server = httpx2.MockTransport(authorization_server)
+
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            target = self.auth_server if request.url.port == 54321 else self.app
+            return await target.handle_async_request(request)
+
+    class Memory(TokenStorage):
+        def __init__(self) -> None:
+            self.tokens: OAuthToken | None = None
+            self.client: OAuthClientInformationFull | None = None
+
+        async def get_tokens(self) -> OAuthToken | None:
+            return self.tokens
+
+        async def set_tokens(self, tokens: OAuthToken) -> None:
+            self.tokens = tokens
+
+        async def get_client_info(self) -> OAuthClientInformationFull | None:
+            return self.client
+
+        async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+            self.client = client_info
+
+    redirected: list[str] = []
+
+    async def redirect(url: str) -> None:
+        redirected.append(url)
+
+    async def callback() -> Any:
+        raise Stop  # the user would sign in now
+
+    provider = OAuthClientProvider(
+        f"{BASE}/mcp",
+        OAuthClientMetadata(redirect_uris=["http://localhost:3030/callback"], client_name="assistant"),
+        Memory(),
+        redirect_handler=redirect,
+        callback_handler=callback,
+    )
+    async with httpx2.AsyncClient(transport=Routed(), auth=provider) as client:
+        with pytest.raises(Stop):
+            await client.post(f"{BASE}/mcp", json=INITIALIZE, headers=ACCEPT)
+    assert asked == ["GET /.well-known/oauth-authorization-server/auth/v1", "POST /auth/v1/register"]
+    assert len(redirected) == 1
+    query = parse_qs(urlsplit(redirected[0]).query)
+    assert (query["client_id"], query["scope"], query["resource"]) == (
+        ["assistant"], ["crm.read crm.write"], [f"{BASE}/mcp"])
 
 
 @pytest.mark.parametrize(
@@ -118,8 +214,13 @@ async def test_the_official_client_acts_as_the_token_s_user_with_its_scopes(http
     assert {"create_deal", "search"} <= tools
     async with http.client("bob", scopes=[Scope.READ], mode=mode) as client:
         read_only = {t.name for t in (await client.list_tools()).tools}
+        narrowed = await client.call_tool("whoami", {})
         refused = await client.call_tool("create_deal", {"title": "Sneaky"})
     assert "create_deal" not in read_only and "search" in read_only
+    # the words of the refusal are those whoami lists
+    assert (narrowed.structured_content["scopes"], narrowed.structured_content["permissions"]) == (
+        ["crm.read"], ["activities:read", "contacts:read", "deals:read", "leads:read", "notes:read", "pipelines:read",
+                       "users:read"])
     assert refused.is_error
     assert refused.content[0].text == "[forbidden] your token's scope crm.read does not allow deals:write"
 

@@ -531,3 +531,22 @@ async def test_get_tools_return_the_record_with_its_relations_and_hide_what_the_
     assert [r.content[1].uri for r in got.values()] == [
         f"crm://deals/{deal.id}", f"crm://organizations/{org.id}", f"crm://leads/{lead.id}"]
     assert error_text(hidden).startswith(f"[not_found] person {person.id} not found")
+
+
+async def test_service_messages_keep_the_snake_case_argument_names_of_the_tools(db, company, admin):
+    """GraphQL words a service's message in camelCase; the MCP tools take snake_case arguments, so MCP does not."""
+    from services.pipelines import service as pipelines
+    from services.pipelines.schemas import PipelineCreate, StageInput
+
+    async with db.unit_of_work(company.principal("alice")) as uow:
+        hiring = await pipelines.create(uow, PipelineCreate(name="Hiring", stages=[StageInput(name="Applied")]))
+    async with client_for(db, company, "bob") as client:
+        deal = (await client.call_tool("create_deal", {"title": "Moving"})).structured_content
+        forget_bookkeeping(admin)
+        before = written(admin)
+        refused = await client.call_tool(
+            "move_deal_stage", {"deal_id": deal["id"], "stage_id": str(hiring.stages[0].id)})
+    assert error_text(refused) == (
+        f"[invalid] stage {hiring.stages[0].id} belongs to pipeline {hiring.id}, not the deal's pipeline"
+        f" {company.sales_pipeline_id}; pass pipeline_id to move the deal to that pipeline (field: stage_id)")
+    assert written(admin) == before

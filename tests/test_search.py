@@ -172,3 +172,69 @@ async def test_read_only_agent_token_searches_like_its_user(actors, crm):
 async def test_token_without_any_read_permission_cannot_search(actors, crm):
     with pytest.raises(Forbidden):
         await find(actors, "bob", "globex", scopes=frozenset({Scope.AI}))
+
+
+# Candidates through the indexes, by the policies' rule ---------------------------------------------------
+
+KINDS = {"deal": "deals", "person": "persons", "organization": "organizations", "lead": "leads"}
+
+
+def seed_every_visibility(admin, company) -> None:
+    """A record of each kind per owner (bob, dan: East; carol: West) and visibility, all matching "quokka"."""
+    for key in ("bob", "dan", "carol"):
+        owner = company.people[key].id
+        for visibility in ("owner", "team", "company"):
+            label = f"Quokka {key} {visibility}"
+            admin.execute("insert into public.deals (title, owner_id, visibility, pipeline_id, stage_id)"
+                          " values (%s, %s, %s, %s, %s)",
+                          [label, owner, visibility, company.sales_pipeline_id, company.sales_stage_ids[0]])
+            admin.execute("insert into public.persons (first_name, last_name, owner_id, visibility)"
+                          " values ('Quokka', %s, %s, %s)", [f"{key} {visibility}", owner, visibility])
+            admin.execute("insert into public.organizations (name, name_key, owner_id, visibility)"
+                          " values (%s, %s, %s, %s)", [label, label.lower(), owner, visibility])
+            admin.execute("insert into public.leads (title, owner_id, visibility) values (%s, %s, %s)",
+                          [label, owner, visibility])
+
+
+@pytest.mark.parametrize("who, scope", [*((key, None) for key in ("alice", "mia", "bob", "dan", "carol", "vic")),
+                                        ("bob", "crm.read"), ("bob", "crm.ai")])
+def test_index_candidates_are_exactly_what_the_select_policies_show(app_url, company, admin, who, scope):
+    import json
+
+    import psycopg
+
+    seed_every_visibility(admin, company)
+    claims = {"sub": str(company.people[who].id), "role": "authenticated", **({"scope": scope} if scope else {})}
+    with psycopg.connect(app_url) as conn, conn.transaction():
+        conn.execute("select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
+                     [json.dumps(claims)])
+        for kind, table in KINDS.items():
+            by_policy = {r[0] for r in conn.execute(
+                f"select id from public.{table} where search_text like '%%quokka%%'").fetchall()}
+            candidates = [r[0] for r in conn.execute(
+                "select id from private.search_candidates(%s, 'quokka', '%%quokka%%', 'quokka%%', 100)",
+                [kind]).fetchall()]
+            assert len(candidates) == len(set(candidates))
+            assert set(candidates) == by_policy, (kind, who, scope)
+    # the matrix is not empty: some see everything, some part, a token without reads nothing
+    expected = {"alice": 9, "mia": 7, "bob": 6, "dan": 6, "carol": 5, "vic": 3}
+    if scope is None:
+        with psycopg.connect(app_url) as conn, conn.transaction():
+            conn.execute("select set_config('request.jwt.claims', %s, true),"
+                         " set_config('role', 'authenticated', true)", [json.dumps(claims)])
+            assert conn.execute("select count(*) from private.search_candidates('deal', 'quokka', '%%quokka%%',"
+                                " 'quokka%%', 100)").fetchone()[0] == expected[who]
+
+
+def test_index_candidates_refuse_an_unknown_kind_and_an_unbounded_limit(app_url, company):
+    import json
+
+    import psycopg
+
+    for kind, rows, message in [("user", 10, "unknown search kind user"), ("deal", 101, "max_rows must be")]:
+        with psycopg.connect(app_url) as conn, conn.transaction():
+            conn.execute("select set_config('request.jwt.claims', %s, true),"
+                         " set_config('role', 'authenticated', true)",
+                         [json.dumps({"sub": str(company.people["alice"].id), "role": "authenticated"})])
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+                conn.execute("select * from private.search_candidates(%s, 'x', '%%x%%', 'x%%', %s)", [kind, rows])

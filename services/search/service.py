@@ -59,27 +59,32 @@ async def search(
     readable = [t for t in wanted if uow.principal.can(_READ[t])]
     if not readable:
         raise Forbidden("no permission to read any of the requested record types")
+    sql, params = search_sql(text, readable, limit)
+    rows = await uow.all(sql, params)
+    return [SearchHit(id=r["id"], type=r["type"], title=r["title"], context=r["context"] or "",
+                      score=round(float(r["score"]), 4)) for r in rows]
+
+
+def search_sql(text: str, kinds: list[SearchType], limit: int) -> tuple[str, list[object]]:
+    """The ranked search over `kinds` for normalized `text`: one branch per type, merged; with its parameters."""
     contains = "%" + escape_like(text) + "%"
     prefix = escape_like(text) + "%"
     branches = []
     params: list[object] = []
-    for kind in readable:
+    for kind in kinds:
         table, title, context = _SOURCES[kind]
+        # Candidates come from private.search_candidates, which can use the trigram indexes (under RLS the
+        # planner may not) and applies the same visibility rule; the rows are then read under RLS as usual.
         branches.append(
             f"""
-            (select '{kind.value}' as type, t.id, {title} as title, {context} as context,
-                    extensions.word_similarity(%s, t.search_text)
-                      + case when t.search_text like %s then 0.5 else 0 end
-                      + case when lower({title}) like %s then 0.5 else 0 end as score
-             from public.{table} t
-             where t.search_text like %s or %s operator(extensions.<%%) t.search_text
-             order by score desc, t.id
+            (select '{kind.value}' as type, t.id, {title} as title, {context} as context, c.score
+             from private.search_candidates(%s, %s, %s, %s, %s) c
+             join public.{table} t on t.id = c.id
+             order by c.score desc, t.id
              limit %s)
             """
         )
-        params += [text, contains, prefix, contains, text, limit]
+        params += [kind.value, text, contains, prefix, limit, limit]
     # The outer select keeps a single branch valid (its own ORDER BY/LIMIT cannot take a second ORDER BY).
     sql = "select * from (" + " union all ".join(branches) + ") hits order by score desc, title, id limit %s"
-    rows = await uow.all(sql, [*params, limit])
-    return [SearchHit(id=r["id"], type=r["type"], title=r["title"], context=r["context"] or "",
-                      score=round(float(r["score"]), 4)) for r in rows]
+    return sql, [*params, limit]
