@@ -109,7 +109,10 @@ def error_message(error: Exception, principal: Principal | None = None, where: s
     if isinstance(error, Invalid):
         field = f" (field: {error.field})" if error.field else ""
         kind = ID_ARGUMENTS.get(error.field or "")
-        hint = f" — {id_hint(kind)}" if kind else ""  # an id that is not one, or names no record
+        # An id argument that is not an id, or names no record: where such ids come from. (A message about an
+        # id that exists, such as a stage of another pipeline, says itself what to do.)
+        missing = kind is not None and error.message.endswith((NOT_AN_ID, "does not exist"))
+        hint = f" — {id_hint(kind)}" if missing else ""
         return f"[invalid] {error.message}{hint}{field}"
     if isinstance(error, DuplicateFound):
         return f"[duplicate] {error.message} (existing_id: {error.existing_id})"
