@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from contextvars import ContextVar
 from functools import partial
 from importlib.metadata import version as package_version
 from typing import Annotated, Any, NoReturn
 
-import click
 import psycopg
 import typer
 from pydantic import ValidationError
@@ -21,13 +21,21 @@ from pipecd.database import migrations
 from pipecd.settings import Settings, get_settings
 from services.kernel.permissions import Role, Scope
 
+# What the running command holds until it ends (e.g. an embedded server it started for itself).
+_resources: ContextVar[contextlib.ExitStack] = ContextVar("resources")
+
 
 class _Commands(TyperGroup):
     """Known failures (setup, connection, settings) end a command with one line on stderr, not a traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with contextlib.ExitStack() as resources:
+                token = _resources.set(resources)
+                try:
+                    return super().invoke(ctx)
+                finally:
+                    _resources.reset(token)
         except runtime.SetupError as exc:
             _fail(str(exc))
         except psycopg.OperationalError as exc:
@@ -84,7 +92,7 @@ def _started_embedded(settings: Settings) -> bool:
 def _database(settings: Settings) -> str:
     """The admin URL of the existing, migrated database, for the rest of this command (an embedded server
     started for it is stopped when the command ends)."""
-    return click.get_current_context().with_resource(runtime.existing_database(settings))
+    return _resources.get().enter_context(runtime.existing_database(settings))
 
 
 def _left_running(settings: Settings) -> None:
