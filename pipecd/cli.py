@@ -571,7 +571,16 @@ def dev(
         _fail("`pipecd dev` is for development; PIPECD_ENV is production")
     if "reminder_cron" not in settings.model_fields_set:  # a reminder shows within a minute while developing
         settings = settings.model_copy(update={"reminder_cron": "* * * * *"})
-    admin = runtime.prepare_database(settings)
+    if settings.uses_embedded_database:
+        fresh = not runtime.embedded(settings).initialized()
+        typer.echo(f"{'creating' if fresh else 'starting'} the embedded Postgres in {settings.embedded_data_dir}",
+                   err=True)
+    admin = runtime.admin_url(settings)
+    runtime.check_reachable(admin, settings)
+    typer.echo("applying migrations", err=True)
+    password = settings.authenticator_password.get_secret_value() if settings.authenticator_password else None
+    applied = migrations.migrate(admin, authenticator_password=password)
+    typer.echo(f"seeding the demo company ({len(applied)} migration(s) applied)", err=True)
     counts = _seed(settings, admin)
     url = f"http://127.0.0.1:{port}/graphql"
     typer.echo("PipeCD development server")
