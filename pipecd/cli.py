@@ -28,7 +28,7 @@ _resources: ContextVar[contextlib.ExitStack] = ContextVar("resources")
 class _Commands(TyperGroup):
     """Known failures (setup, connection, settings) end a command with one line on stderr, not a traceback."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             with contextlib.ExitStack() as resources:
                 token = _resources.set(resources)
