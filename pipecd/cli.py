@@ -586,7 +586,7 @@ def dev(
     typer.echo("PipeCD development server")
     typer.echo(f"  database: {admin}")
     typer.echo("  demo data: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    typer.echo(f"  GraphiQL: {url}")
+    typer.echo(f"  GraphiQL: {url}  (a token goes in its Headers tab: {{\"Authorization\": \"Bearer …\"}})")
     typer.echo(f"  MCP (Streamable HTTP): http://127.0.0.1:{port}/mcp  (stdio: pipecd mcp --user EMAIL)")
     typer.echo(f"  workflows: {_workflows_summary(settings)}")
     typer.echo("\nDemo users and access tokens (valid 12 hours):")
