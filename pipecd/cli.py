@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from contextvars import ContextVar
 from functools import partial
+from importlib.metadata import version as package_version
 from typing import Annotated, Any, NoReturn
 
+import psycopg
 import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
 
 from pipecd import runtime
 from pipecd.accounts import create_local_user, create_supabase_user, grant_access
@@ -16,7 +21,33 @@ from pipecd.database import migrations
 from pipecd.settings import Settings, get_settings
 from services.kernel.permissions import Role, Scope
 
-app = typer.Typer(help="PipeCD: a CRM backend for sales teams and their LLM agents.", no_args_is_help=True)
+# What the running command holds until it ends (e.g. an embedded server it started for itself).
+_resources: ContextVar[contextlib.ExitStack] = ContextVar("resources")
+
+
+class _Commands(TyperGroup):
+    """Known failures (setup, connection, settings) end a command with one line on stderr, not a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            with contextlib.ExitStack() as resources:
+                token = _resources.set(resources)
+                try:
+                    return super().invoke(ctx)
+                finally:
+                    _resources.reset(token)
+        except runtime.SetupError as exc:
+            _fail(str(exc))
+        except psycopg.OperationalError as exc:
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            _fail(f"database error: {lines[0]}")
+        except ValidationError as exc:
+            _fail("; ".join(f"invalid setting {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+app = typer.Typer(
+    cls=_Commands, help="PipeCD: a CRM backend for sales teams and their LLM agents.", no_args_is_help=True
+)
 db_app = typer.Typer(help="The embedded Postgres (used when DATABASE_URL is not set).", no_args_is_help=True)
 users_app = typer.Typer(help="Users (identities live in Supabase Auth).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -35,6 +66,39 @@ def _settings() -> Settings:
 def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pipecd {package_version('pipecd')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """PipeCD: a CRM backend for sales teams and their LLM agents."""
+
+
+def _started_embedded(settings: Settings) -> bool:
+    """Whether the embedded server is initialized but stopped (so a command that starts it should say so)."""
+    server = runtime.embedded(settings)
+    return settings.uses_embedded_database and server.initialized() and not server.status().running
+
+
+def _database(settings: Settings) -> str:
+    """The admin URL of the existing, migrated database, for the rest of this command (an embedded server
+    started for it is stopped when the command ends)."""
+    return _resources.get().enter_context(runtime.existing_database(settings))
+
+
+def _left_running(settings: Settings) -> None:
+    typer.echo(
+        f"embedded Postgres left running (data in {settings.embedded_data_dir}); `pipecd db stop` stops it", err=True
+    )
 
 
 # Database -------------------------------------------------------------------------------------------------
@@ -69,27 +133,39 @@ def db_status() -> None:
         typer.echo(f"embedded Postgres: running on the socket {status.socket} (pid {status.pid})")
     import psycopg
 
-    with psycopg.connect(runtime.admin_url(settings, start=False)) as conn:
+    url = runtime.admin_url(settings, start=False)
+    runtime.check_reachable(url, settings)
+    with psycopg.connect(url) as conn:
         waiting = migrations.pending(conn)
-    typer.echo("migrations: up to date" if not waiting else f"migrations: {len(waiting)} pending")
+    typer.echo("migrations: up to date" if not waiting else f"migrations: {len(waiting)} pending (`pipecd migrate`)")
 
 
 @db_app.command("url")
 def db_url() -> None:
-    """Print the database's admin URL (starting the embedded server if needed)."""
-    typer.echo(runtime.admin_url(_settings()))
+    """Print the database's admin URL (starting an existing embedded server if it is stopped)."""
+    settings = _settings()
+    starting = _started_embedded(settings)
+    with runtime.existing_database(settings, migrated=False, keep_running=True) as url:
+        typer.echo(url)
+    if starting:
+        _left_running(settings)
 
 
 @app.command()
 def migrate() -> None:
-    """Apply pending migrations (bootstrapping Supabase's roles and auth schema on plain Postgres)."""
+    """Apply pending migrations (bootstrapping Supabase's roles and auth schema on plain Postgres).
+    Without DATABASE_URL, creates the embedded database on first use."""
     settings = _settings()
+    starting = settings.uses_embedded_database and not runtime.embedded(settings).status().running
     url = runtime.admin_url(settings)
+    runtime.check_reachable(url, settings)
     password = settings.authenticator_password.get_secret_value() if settings.authenticator_password else None
     applied = migrations.migrate(url, authenticator_password=password)
     for migration in applied:
         typer.echo(f"applied {migration.version}_{migration.name}", err=True)
     typer.echo(f"{len(applied)} migration(s) applied; database is current", err=True)
+    if starting:
+        _left_running(settings)
 
 
 # Users and tokens -----------------------------------------------------------------------------------------
@@ -104,8 +180,24 @@ def users_add(
     invite: Annotated[bool, typer.Option(help="Send a Supabase invite instead of creating the user.")] = False,
 ) -> None:
     """Add a user (or update their role and team). Through Supabase Auth when SUPABASE_URL is configured."""
+    email = _email(email)
     settings = _settings()
-    admin = runtime.prepare_database(settings)
+    with runtime.existing_database(settings) as admin:
+        _add_user(settings, admin, email, role, team, name, invite)
+
+
+def _email(value: str) -> str:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        _fail(f"{value!r} is not an email address: {exc}")
+
+
+def _add_user(
+    settings: Settings, admin: str, email: str, role: Role, team: str | None, name: str | None, invite: bool
+) -> None:
     if settings.supabase_url and settings.supabase_service_key:
         account = create_supabase_user(settings, email, name, invite=invite)
     else:
@@ -131,7 +223,10 @@ def token(
 ) -> None:
     """Mint a development access token (signed with the local secret) and print only the token."""
     settings = _settings()
-    typer.echo(_mint(settings, runtime.admin_url(settings), user, scopes, ttl))
+    if settings.is_production:
+        _fail("refusing to mint tokens when PIPECD_ENV=production")
+    with runtime.existing_database(settings) as admin:
+        typer.echo(_mint(settings, admin, user, scopes, ttl))
 
 
 def _mint(settings: Settings, admin: str, email: str, scopes: str | None, ttl: int) -> str:
@@ -166,14 +261,13 @@ def mcp(
     import os
 
     settings = _settings()
-    admin = runtime.admin_url(settings)
-    if user is not None:
-        access = _mint(settings, admin, user, scopes, 12 * 3600)
-    elif scopes is not None:
+    if user is None and scopes is not None:
         _fail("--scopes narrows a minted token; it needs --user (a PIPECD_TOKEN carries its own scopes)")
-    elif not (access := os.environ.get("PIPECD_TOKEN", "")):
+    if user is None and not os.environ.get("PIPECD_TOKEN", ""):
         _fail("set PIPECD_TOKEN to a user's access token, or pass --user EMAIL in development")
-    asyncio.run(_serve_stdio(settings, admin, access))
+    with runtime.existing_database(settings) as admin:
+        access = _mint(settings, admin, user, scopes, 12 * 3600) if user is not None else os.environ["PIPECD_TOKEN"]
+        asyncio.run(_serve_stdio(settings, admin, access))
 
 
 async def _serve_stdio(settings: Settings, admin: str, access: str) -> None:
@@ -214,7 +308,7 @@ def workflows_worker() -> None:
     settings = _settings()
     if settings.workflow_engine == "off":
         _fail("PIPECD_WORKFLOWS is off: there is nothing to run")
-    admin = runtime.prepare_database(settings)
+    admin = _database(settings)
 
     async def run() -> None:
         async with runtime.open_database(settings, admin) as db:
@@ -240,7 +334,7 @@ def workflows_runs(
     from workflows.embedded import operations
 
     settings = _settings()
-    admin = runtime.prepare_database(settings)
+    admin = _database(settings)
 
     async def run() -> list[operations.RunView]:
         async with runtime.open_database(settings, admin) as db:
@@ -262,7 +356,7 @@ def workflows_retry(run_id: Annotated[str, typer.Argument(help="The id of a fail
     from workflows.embedded import operations
 
     settings = _settings()
-    admin = runtime.prepare_database(settings)
+    admin = _database(settings)
 
     async def run() -> bool:
         async with runtime.open_database(settings, admin) as db:
@@ -289,7 +383,7 @@ def workflows_digest(
         _fail("`pipecd workflows digest` is for development; PIPECD_ENV is production")
     if settings.workflow_engine != "embedded":
         _fail("digests run here on the embedded engine only; with Inngest they come on their schedule")
-    admin = runtime.prepare_database(settings)
+    admin = _database(settings)
     user_id = runtime.user_id_for_email(admin, user)
     if user_id is None:
         _fail(f"no user {user}")
@@ -333,7 +427,7 @@ def workflows_send(
     settings = _settings()
     if settings.is_production:
         _fail("`pipecd workflows send` is for development; PIPECD_ENV is production")
-    admin = runtime.prepare_database(settings)
+    admin = _database(settings)
 
     async def run() -> str:
         async with runtime.open_database(settings, admin) as db:
@@ -372,7 +466,7 @@ def seed(
     if demo == (scale is not None):
         _fail("pass either --demo (the demo company) or --scale N (a company of N deals)")
     settings = _settings()
-    admin = runtime.prepare_database(settings)
+    admin = _database(settings)
     if scale is None:
         counts = _seed(settings, admin)
         typer.echo("demo company ready: " + ", ".join(f"{v} {k}" for k, v in counts.items()), err=True)
@@ -448,7 +542,13 @@ def serve(
 ) -> None:
     """Serve the GraphQL gateway (/graphql), the MCP server (/mcp) and health endpoints on the configured database."""
     settings = _settings()
-    _serve(settings, runtime.admin_url(settings), host, port, workers)
+    with runtime.existing_database(settings, any_pending=False) as admin:
+        with psycopg.connect(admin) as conn:
+            waiting = migrations.pending(conn)
+        if waiting:
+            typer.echo(f"warning: {len(waiting)} migration(s) pending (/readyz answers 503 until `pipecd migrate`)",
+                       err=True)
+        _serve(settings, admin, host, port, workers)
 
 
 @app.command("graphql-schema")
@@ -471,13 +571,22 @@ def dev(
         _fail("`pipecd dev` is for development; PIPECD_ENV is production")
     if "reminder_cron" not in settings.model_fields_set:  # a reminder shows within a minute while developing
         settings = settings.model_copy(update={"reminder_cron": "* * * * *"})
-    admin = runtime.prepare_database(settings)
+    if settings.uses_embedded_database:
+        fresh = not runtime.embedded(settings).initialized()
+        typer.echo(f"{'creating' if fresh else 'starting'} the embedded Postgres in {settings.embedded_data_dir}",
+                   err=True)
+    admin = runtime.admin_url(settings)
+    runtime.check_reachable(admin, settings)
+    typer.echo("applying migrations", err=True)
+    password = settings.authenticator_password.get_secret_value() if settings.authenticator_password else None
+    applied = migrations.migrate(admin, authenticator_password=password)
+    typer.echo(f"seeding the demo company ({len(applied)} migration(s) applied)", err=True)
     counts = _seed(settings, admin)
     url = f"http://127.0.0.1:{port}/graphql"
     typer.echo("PipeCD development server")
     typer.echo(f"  database: {admin}")
     typer.echo("  demo data: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    typer.echo(f"  GraphiQL: {url}")
+    typer.echo(f"  GraphiQL: {url}  (a token goes in its Headers tab: {{\"Authorization\": \"Bearer …\"}})")
     typer.echo(f"  MCP (Streamable HTTP): http://127.0.0.1:{port}/mcp  (stdio: pipecd mcp --user EMAIL)")
     typer.echo(f"  workflows: {_workflows_summary(settings)}")
     typer.echo("\nDemo users and access tokens (valid 12 hours):")
@@ -491,3 +600,15 @@ def dev(
         typer.echo(f"    -d '{EXAMPLE}'")
     typer.echo("\nCtrl-C stops the server; `pipecd db stop` stops the database.\n")
     _serve(settings, admin, "127.0.0.1", port, 1)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the setup (Python, database, migrations, app login, tokens, workflows, AI); each problem names its fix."""
+    from pipecd.doctor import run
+
+    checks = run(_settings())
+    for check in checks:
+        typer.echo(check.line())
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)

@@ -7,8 +7,8 @@ import json
 import logging
 import logging.config
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
 from pipecd.database.embedded import EmbeddedPostgres
-from pipecd.database.migrations import migrate
+from pipecd.database.migrations import migrate, pending
 from pipecd.settings import Settings
 from services.ai.llm import LLM
 from services.ai.offline import OfflineLLM
@@ -40,8 +40,71 @@ from workflows.production import inngest_client as production_inngest_client
 APP_LOGIN = "authenticator"
 
 
+class SetupError(Exception):
+    """Something about the local setup that the user fixes (the CLI prints it as one line, no traceback)."""
+
+
 def embedded(settings: Settings) -> EmbeddedPostgres:
     return EmbeddedPostgres(settings.embedded_data_dir)
+
+
+def where(settings: Settings) -> str:
+    """The database PipeCD would use, for messages: DATABASE_URL's host and database, or the embedded folder."""
+    if settings.database_url:
+        params = conninfo_to_dict(settings.database_url)
+        host = params.get("host") or "localhost"
+        return f"{params.get('dbname') or params.get('user') or ''} on {host} (DATABASE_URL)"
+    return f"the embedded Postgres in {settings.embedded_data_dir}"
+
+
+def check_reachable(url: str, settings: Settings) -> None:
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SetupError(f"cannot reach {where(settings)}: {reason}") from None
+
+
+def check_migrated(url: str, settings: Settings, *, any_pending: bool = True) -> int:
+    """Refuse a database that was never migrated (or, with `any_pending`, is behind); returns the pending count."""
+    with psycopg.connect(url) as conn:
+        waiting = pending(conn)
+        fresh = conn.execute("select to_regclass('public.user_profiles') is null").fetchone()
+    if (fresh and fresh[0]) or (waiting and any_pending):
+        state = "not migrated" if fresh and fresh[0] else f"{len(waiting)} migration(s) behind"
+        raise SetupError(f"{where(settings)} is {state}: run `pipecd migrate`")
+    return len(waiting)
+
+
+@contextmanager
+def existing_database(
+    settings: Settings, *, migrated: bool = True, any_pending: bool = True, keep_running: bool = False
+) -> Iterator[str]:
+    """The admin URL of a database that already exists (never creates one). An embedded server that is stopped
+    is started for the command and stopped again when it ends, unless `keep_running` (then the caller says so)."""
+    started = False
+    if settings.uses_embedded_database:
+        server = embedded(settings)
+        if not server.initialized():
+            raise SetupError(
+                f"no PipeCD database at {settings.state_dir.resolve()} (set DATABASE_URL or PIPECD_STATE_DIR, "
+                "or run `pipecd dev` first)"
+            )
+        if not server.status().running:
+            server.start()
+            started = True
+        url = server.admin_url()
+    else:
+        assert settings.database_url is not None
+        url = settings.database_url
+    try:
+        check_reachable(url, settings)
+        if migrated:
+            check_migrated(url, settings, any_pending=any_pending)
+        yield url
+    finally:
+        if started and not keep_running:
+            embedded(settings).stop()
 
 
 def admin_url(settings: Settings, *, start: bool = True) -> str:

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+echo "== starting PipeCD: the embedded Postgres, migrations, demo data, then the server"
 exec .venv/bin/pipecd dev "$@"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,12 +19,15 @@ import jwt
 import psycopg
 import pytest
 import respx
-from conftest import counts
+from conftest import counts, with_database
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from typer.testing import CliRunner, Result
 
 from pipecd.accounts import create_supabase_user, grant_access
 from pipecd.cli import app
+from pipecd.database import migrations
+from pipecd.database.embedded import EmbeddedPostgres
 from pipecd.settings import Settings
 from services.kernel.permissions import Role
 
@@ -496,3 +503,155 @@ def test_users_add_invite_through_supabase_auth(cli, gotrue, admin):
     assert result.exit_code == 0, result.output
     assert gotrue.calls() == [("GET", "/auth/v1/admin/users"), ("POST", "/auth/v1/invite")]
     assert roles_and_teams(admin, uuid.UUID(result.stdout.strip())) == (["member"], [])
+
+
+def test_users_add_refuses_what_is_not_an_email(cli, admin):
+    before = counts(admin, *USER_TABLES) | {"auth.users": auth_user_count(admin)}
+    result = cli("users", "add", "not-an-email")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == "error: 'not-an-email' is not an email address: An email address must have an @-sign.\n"
+    assert counts(admin, *USER_TABLES) | {"auth.users": auth_user_count(admin)} == before
+
+
+# The command as a user runs it: a subprocess in a folder of its own ----------------------------------------
+
+PIPECD = Path(sys.executable).parent / "pipecd"
+_SETTINGS_PREFIXES = ("PIPECD_", "DATABASE_URL", "SUPABASE_", "INNGEST_", "ANTHROPIC_")
+
+
+def pipecd(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(_SETTINGS_PREFIXES)}
+    return subprocess.run(
+        [str(PIPECD), *args], cwd=cwd, env=environment | env, capture_output=True, text=True, timeout=180
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("token", "--user", "bob@example.com"),
+        ("mcp", "--user", "bob@example.com"),
+        ("users", "add", "bob@example.com"),
+        ("seed", "--demo"),
+        ("serve",),
+        ("db", "url"),
+        ("workflows", "runs"),
+    ],
+)
+def test_commands_outside_a_checkout_say_where_they_looked_and_create_nothing(tmp_path, args):
+    result = pipecd(tmp_path, *args)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: no PipeCD database at {tmp_path.resolve() / '.pipecd'} (set DATABASE_URL or PIPECD_STATE_DIR, "
+        "or run `pipecd dev` first)\n"
+    )
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_that_is_not_migrated_is_named_with_the_fix(tmp_path, server_url):
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        url = with_database(server_url, name)
+        result = pipecd(tmp_path, "token", "--user", "bob@example.com", DATABASE_URL=url)
+        host = conninfo_to_dict(url)["host"]
+        assert result.returncode == 1
+        assert result.stderr == f"error: {name} on {host} (DATABASE_URL) is not migrated: run `pipecd migrate`\n"
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'drop database "{name}" with (force)')
+
+
+def test_an_unreachable_database_is_one_line(tmp_path):
+    result = pipecd(tmp_path, "token", "--user", "bob@example.com", DATABASE_URL="postgresql://x@127.0.0.1:1/crm")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot reach crm on 127.0.0.1 (DATABASE_URL): connection")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_bad_setting_is_one_line(tmp_path):
+    result = pipecd(tmp_path, "doctor", PIPECD_DB_POOL_MAX="0")
+    assert result.returncode == 1
+    assert result.stderr == "error: invalid setting PIPECD_DB_POOL_MAX: Input should be greater than or equal to 1\n"
+
+
+def test_version_is_the_package_s(tmp_path):
+    result = pipecd(tmp_path, "--version")
+    assert result.returncode == 0
+    assert result.stdout == f"pipecd {importlib.metadata.version('pipecd')}\n"
+
+
+def test_migrate_creates_the_embedded_database_and_others_stop_what_they_start(tmp_path):
+    state = tmp_path / "state"
+    env = {"PIPECD_STATE_DIR": str(state)}
+    server = EmbeddedPostgres(state / "pgdata")
+    try:
+        migrated = pipecd(tmp_path, "migrate", **env)
+        assert migrated.returncode == 0, migrated.stderr
+        assert migrated.stderr.endswith(
+            f"migration(s) applied; database is current\nembedded Postgres left running (data in "
+            f"{state.resolve() / 'pgdata'}); `pipecd db stop` stops it\n"
+        )
+        assert pipecd(tmp_path, "db", "stop", **env).returncode == 0
+        assert not server.status().running
+
+        token = pipecd(tmp_path, "token", "--user", "nobody@example.com", **env)
+
+        assert token.returncode == 1
+        assert token.stderr == (
+            "error: no user nobody@example.com; add one with `pipecd users add nobody@example.com --role member`\n"
+        )
+        assert not server.status().running  # started for the command, stopped after it
+    finally:
+        server.stop()
+
+
+# doctor -------------------------------------------------------------------------------------------------------
+
+
+def test_doctor_on_a_good_database_says_all_is_well(tmp_path, admin_url):
+    result = pipecd(tmp_path, "doctor", DATABASE_URL=admin_url, PIPECD_WORKFLOWS="embedded")
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    name, host = conninfo_to_dict(admin_url)["dbname"], conninfo_to_dict(admin_url)["host"]
+    assert [line.split(":")[0] for line in lines] == [
+        "ok       python", "ok       database", "ok       migrations", "ok       app login", "ok       tokens",
+        "ok       workflows", "ok       ai",
+    ]
+    assert lines[1].endswith(f", {name} on {host} (DATABASE_URL)")
+    assert lines[2] == f"ok       migrations: all {len(migrations.discover())} applied"
+    assert lines[3] == "ok       app login: authenticator: not superuser, no bypassrls, can set anon, authenticated, " \
+                       "service_role"
+    assert lines[5] == "ok       workflows: embedded (PIPECD_WORKFLOWS=embedded): the embedded runner"
+    assert lines[6] == "ok       ai: the offline summarizer (set ANTHROPIC_API_KEY for Claude)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_names_a_pending_migration_and_bad_settings_with_their_fixes(tmp_path, admin_url, admin):
+    admin.execute("delete from supabase_migrations.schema_migrations where version = %s",
+                  [migrations.discover()[-1].version])
+    result = pipecd(tmp_path, "doctor", DATABASE_URL=admin_url, PIPECD_WORKFLOWS="inngest",
+                    INNGEST_EVENT_KEY="event-key", PIPECD_ENV="production")
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem")]
+    assert problems == [
+        "problem  migrations: 1 pending; run `pipecd migrate`",
+        "problem  tokens: nothing verifies tokens; set SUPABASE_URL (its JWKS) or SUPABASE_JWT_SECRET",
+        "problem  workflows: inngest without INNGEST_SIGNING_KEY; set them (or INNGEST_DEV=1 for a development "
+        "server, or PIPECD_WORKFLOWS=embedded)",
+    ]
+
+
+def test_doctor_names_an_app_login_that_bypasses_row_level_security(tmp_path, admin_url, admin):
+    admin.execute("alter role authenticator bypassrls")
+    try:
+        result = pipecd(tmp_path, "doctor", DATABASE_URL=admin_url)
+    finally:
+        admin.execute("alter role authenticator nobypassrls")
+    assert result.returncode == 1
+    assert "problem  app login: authenticator is bypassrls, so row-level security does not apply to it; run " \
+           "`alter role authenticator nosuperuser nobypassrls`" in result.stdout.splitlines()

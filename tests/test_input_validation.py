@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
+import psycopg
 import pytest
 from graphql import (
     GraphQLArgument,
@@ -349,3 +350,74 @@ async def test_database_data_errors_the_services_did_not_foresee_are_invalid(act
     async with actors.uow("bob") as uow:
         with pytest.raises(Invalid, match="out of range"):
             await uow.one("select 99999999999::integer")
+
+
+# Currencies ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("document", "variables"), [
+    ("mutation($input: DealCreateInput!) { createDeal(input: $input) { id } }",
+     lambda w: {"input": {"title": "Pier lighting", "currency": "XYZ"}}),
+    ("mutation($id: UUID!, $input: DealUpdateInput!) { updateDeal(id: $id, input: $input) { id } }",
+     lambda w: {"id": w.deal, "input": {"currency": "XYZ"}}),
+    ("mutation($input: LeadCreateInput!) { createLead(input: $input) { id } }",
+     lambda w: {"input": {"title": "Pier lighting", "currency": "XYZ"}}),
+    ("mutation($id: UUID!, $input: LeadUpdateInput!) { updateLead(id: $id, input: $input) { id } }",
+     lambda w: {"id": w.lead, "input": {"currency": "XYZ"}}),
+], ids=["create deal", "update deal", "create lead", "update lead"])
+async def test_an_unknown_currency_is_bad_user_input_naming_it_and_nothing_is_written(
+    api, world, admin, document, variables  # noqa: F811
+):
+    before = database_state(admin)
+
+    body = await api.query(document, variables(world))
+
+    (error,) = body["errors"]
+    assert (error["message"], error["extensions"]) == (
+        "currency: Value error, 'XYZ' is not an ISO 4217 currency code",
+        {"code": "BAD_USER_INPUT", "field": "currency",
+         "problems": [{"field": "currency", "message": "Value error, 'XYZ' is not an ISO 4217 currency code"}]})
+    assert database_state(admin) == before
+
+
+@pytest.mark.parametrize(("tool", "arguments"), [
+    ("create_deal", {"title": "Pier lighting", "currency": "XYZ"}),
+    ("create_lead", {"title": "Pier lighting", "currency": "XYZ"}),
+])
+async def test_an_unknown_currency_through_mcp_is_invalid_naming_the_field(db, company, admin, tool, arguments):
+    from test_mcp_tools import written
+
+    before = written(admin)
+    async with _mcp_client(db, company) as client:
+        result = await client.call_tool(tool, arguments)
+
+    assert result.is_error, result
+    assert result.content[0].text == "[invalid] Value error, 'XYZ' is not an ISO 4217 currency code (field: currency)"
+    assert written(admin) == before
+
+
+def test_the_database_knows_the_currencies_the_services_accept(admin):
+    import pycountry
+
+    known = [code for (code,) in admin.execute("select code from private.currencies order by code")]
+    assert known == sorted(c.alpha_3 for c in pycountry.currencies)
+
+
+def test_a_direct_write_of_an_unknown_currency_is_refused_and_an_old_one_still_updates(admin, app_url, company):
+    from test_rls import session
+
+    bob = company.people["bob"].id
+    with session(app_url, bob) as conn:
+        deal_id = conn.execute("insert into public.deals (title, owner_id, pipeline_id, currency) values"
+                               " ('Direct', %s, %s, 'EUR') returning id", [bob, company.sales_pipeline_id]
+                               ).fetchone()[0]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), session(app_url, bob) as conn:
+        conn.execute("update public.deals set currency = 'XYZ' where id = %s", [deal_id])
+    # a row written before the currencies were checked (the check bypassed here) keeps updating
+    with admin.transaction():
+        admin.execute("set local session_replication_role = replica")
+        admin.execute("update public.deals set currency = 'ZZZ' where id = %s", [deal_id])
+    with session(app_url, bob) as conn:
+        conn.execute("update public.deals set title = 'Renamed' where id = %s", [deal_id])
+    assert admin.execute("select title, currency from public.deals where id = %s", [deal_id]).fetchone() == (
+        "Renamed", "ZZZ")

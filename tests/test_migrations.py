@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -281,3 +282,24 @@ def test_supabase_cli_records_the_same_history_as_pipecd(supabase_cli, cli_url, 
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def test_known_currencies_migrate_over_rows_with_an_unknown_currency(empty_db, tmp_path: Path):
+    known = next(m for m in discover() if m.name == "known_currencies")
+    for migration in discover():
+        if migration.version < known.version:
+            shutil.copy(migration.path, tmp_path / migration.path.name)
+    migrate(empty_db, directory=tmp_path)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute("set session_replication_role = replica")  # rows as an older PipeCD could have left them
+        conn.execute("insert into public.deals (id, title, owner_id, pipeline_id, currency)"
+                     " values (gen_random_uuid(), 'Old', gen_random_uuid(), gen_random_uuid(), 'ZZZ')")
+        conn.execute("insert into public.leads (id, title, owner_id, currency)"
+                     " values (gen_random_uuid(), 'Old', gen_random_uuid(), 'ZZZ')")
+
+    assert [m.name for m in migrate(empty_db)][-1:] == [discover()[-1].name]
+
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("select currency from public.deals union all select currency from public.leads"
+                            ).fetchall() == [("ZZZ",), ("ZZZ",)]
+        assert conn.execute("select count(*) from private.currencies where code = 'EUR'").fetchone() == (1,)

