@@ -18,6 +18,7 @@ budget (their data is smaller there: sent once, not twice).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -85,18 +86,26 @@ def _json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+# A UUID as JSON text: 36 characters that BPE tokenizers cut into about 21 tokens (hex runs split at every
+# digit-letter change), far denser than the rest of a record.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_TOKENS = 24
+
+
 def estimated_tokens(serialized: str) -> int:
-    """An upper bound of the tokens a model's tokenizer makes of `serialized` (CRM data as JSON), computed without
-    one: half a token per ASCII character, and one per UTF-8 byte of every other character.
+    """An upper bound of the tokens a model's tokenizer makes of `serialized` (a tool result: CRM records as JSON),
+    computed without one: UUID_TOKENS per id, one token per UTF-8 byte of every non-ASCII character, and half a
+    token per other character.
 
     Byte-level BPE tokenizers never make more tokens of a text than it has UTF-8 bytes, so the non-ASCII part is
-    bounded exactly. For the ASCII part, JSON of CRM records runs at 2.2 or more characters a token (ids, dates
-    and keys are the densest: measured at 2.2-2.3 with cl100k_base), so two characters a token is a bound with
-    room; tests/test_mcp_result_budget.py measures the largest results of every list and get tool with a real
-    tokenizer."""
+    bounded outright. Ids average 21 tokens with cl100k_base (36 characters, 1.7 a token). The rest of a record
+    (keys, punctuation, dates, numbers and text) runs at 2 characters a token or more taken together: dates and
+    short keys are denser, text and the escaped quotes of the text content are sparser.
+    tests/test_mcp_result_budget.py measures the largest results of every list and get tool with cl100k_base."""
+    ids = len(_UUID.findall(serialized))
     ascii_chars = len(serialized.encode("ascii", "ignore"))
     other_bytes = len(serialized.encode()) - ascii_chars
-    return (ascii_chars + 1) // 2 + other_bytes
+    return (ascii_chars - 36 * ids + 1) // 2 + UUID_TOKENS * ids + other_bytes
 
 
 class Size(NamedTuple):
