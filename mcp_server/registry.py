@@ -88,6 +88,7 @@ class CrmTool:
     title: str
     permissions: frozenset[Perm]  # the caller needs one of these to be offered the tool (none: anyone)
     annotations: ToolAnnotations
+    omit: frozenset[str] = frozenset()  # fields of a flattened model the tool does not offer (left unset)
 
     @property
     def name(self) -> str:
@@ -107,9 +108,11 @@ def crm_tool(
     destructive: bool = False,
     idempotent: bool = False,
     any_of: Collection[Perm] = (),
+    omit: Collection[str] = (),
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Register a tool; `calls` is the service function it wraps, whose declared permission gates the tool.
-    `any_of` gates a tool whose service function checks a permission that depends on its arguments."""
+    `any_of` gates a tool whose service function checks a permission that depends on its arguments. `omit` names
+    fields of its `data`/`filter` model the tool leaves out of its arguments (to keep `tools/list` short)."""
     permission = declared_permission(calls)
     if permission is False:
         raise TypeError(f"{calls.__qualname__} declares no permission")
@@ -122,7 +125,7 @@ def crm_tool(
     )
 
     def register(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        registry.append(CrmTool(fn, title, gate, annotations))
+        registry.append(CrmTool(fn, title, gate, annotations, frozenset(omit)))
         return fn
 
     return register
@@ -134,7 +137,7 @@ ME = "me"
 OwnerOrMe = Annotated[str | None, Field(description='Owner\'s id; "me" for yours.')]
 
 
-def _flattened(model: type[BaseModel], *, is_filter: bool) -> list[inspect.Parameter]:
+def _flattened(model: type[BaseModel], *, is_filter: bool, omit: frozenset[str]) -> list[inspect.Parameter]:
     return [
         inspect.Parameter(
             name,
@@ -144,6 +147,7 @@ def _flattened(model: type[BaseModel], *, is_filter: bool) -> list[inspect.Param
             default=inspect.Parameter.empty if field.is_required() or field.default_factory else field.default,
         )
         for name, field in model.model_fields.items()
+        if name not in omit
     ]
 
 
@@ -185,7 +189,7 @@ def bind(tool: CrmTool) -> Bound:
             wants_call = parameter.name
         elif parameter.name in FLATTENED and isinstance(annotation, type) and issubclass(annotation, BaseModel):
             models[parameter.name] = annotation
-            public.extend(_flattened(annotation, is_filter=parameter.name == "filter"))
+            public.extend(_flattened(annotation, is_filter=parameter.name == "filter", omit=tool.omit))
         else:
             public.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
     returns = _published(signature.return_annotation)

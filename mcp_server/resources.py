@@ -3,7 +3,8 @@
 A record comes with the relations that help to work on it (`records.py`: a deal with its newest notes and open
 activities, a person with their deals, ...), the same as its `get_*` tool returns, read as the caller through the
 services, so Row Level Security decides what is in it. The content is JSON with its text cleaned (`safety.clean`)
-and its size kept under `MAX_RESULT` by dropping related records from the ends of the lists (`truncated: true`).
+and its size kept within the result budget (`safety.py`) by dropping related records from the ends of the lists
+(`truncated: true`).
 
 Errors reach the client as protocol errors whose message reads like a tool error: a missing record, one the caller
 may not see and a malformed id are "invalid params" (-32602, the SDK's resource-not-found); a refused permission is

@@ -4,16 +4,23 @@ Record text (names, notes, emails, lead sources) was typed by people and by othe
 a model, `clean` strips control, bidirectional-override and invisible characters (the usual ways to hide
 instructions or to make text display differently from what it says) and caps long strings. The stripping is
 the CRM's one cleaning function, services.kernel.text.clean_text, which also cleans text on its way in; here
-it covers whatever was stored before. `fit_page` keeps a list result under a size budget by dropping whole
-records from its end, never cutting a value, and says so: `truncated: true` with a `next_cursor` that
-continues right after the last record kept.
+it covers whatever was stored before.
+
+The size budget is that of a whole tool result as the client receives it (`result_size`): the text content (the
+data as fenced JSON, see `as_text`) and the structured content (the same data again), as one JSON document. It
+holds at most MAX_RESULT_CHARS characters and, by a cheap bound (`estimated_tokens`), at most MAX_RESULT_TOKENS
+tokens. `fit_page` keeps a list result within it by dropping whole records from its end, never cutting a value,
+and says so: `truncated: true` with a `next_cursor` that continues right after the last record kept;
+`fit_record` drops related records from the ends of a record's lists. Resources and prompts hold to the same
+budget (their data is smaller there: sent once, not twice).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import Field
 from pydantic_core import to_jsonable_python
@@ -23,7 +30,13 @@ from services.kernel import text
 from services.kernel.pagination import Page, encode_cursor
 
 MAX_TEXT = 4_000  # characters of one string value
-MAX_RESULT = 60_000  # characters of one result's JSON: about 17k tokens, under the 20k a result may take
+# One tool result, whole: what a client puts into the model's context in one piece. Claude Code keeps a result
+# of up to 50,000 characters in context (larger ones go to a file) and warns past 25,000 tokens.
+MAX_RESULT_CHARS = 50_000
+MAX_RESULT_TOKENS = 20_000
+# The data's two serializations differ a little from what `result_size` measures (the SDK's own JSON, a
+# resource link or two after the text): fitting keeps this much room.
+RESERVE_CHARS = 1_000
 
 T = TypeVar("T")
 
@@ -65,14 +78,56 @@ def as_data(result: Any) -> Any:
 
 
 def size(data: Any) -> int:
-    return len(json.dumps(data, ensure_ascii=False, default=str))
+    """Characters of `data` as compact JSON."""
+    return len(_json(data))
 
 
-def fit_record(record: dict[str, Any], *lists: str, budget: int = MAX_RESULT) -> dict[str, Any]:
-    """A record with related records (plain data) within `budget` characters of JSON: related records are dropped
-    from the end of the longest of `lists` until it fits, and `truncated` says whether any were."""
+def _json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# A UUID as JSON text: 36 characters that BPE tokenizers cut into about 21 tokens (hex runs split at every
+# digit-letter change), far denser than the rest of a record.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_TOKENS = 24
+
+
+def estimated_tokens(serialized: str) -> int:
+    """An upper bound of the tokens a model's tokenizer makes of `serialized` (a tool result: CRM records as JSON),
+    computed without one: UUID_TOKENS per id, one token per UTF-8 byte of every non-ASCII character, and half a
+    token per other character.
+
+    Byte-level BPE tokenizers never make more tokens of a text than it has UTF-8 bytes, so the non-ASCII part is
+    bounded outright. Ids average 21 tokens with cl100k_base (36 characters, 1.7 a token). The rest of a record
+    (keys, punctuation, dates, numbers and text) runs at 2 characters a token or more taken together: dates and
+    short keys are denser, text and the escaped quotes of the text content are sparser.
+    tests/test_mcp_result_budget.py measures the largest results of every list and get tool with cl100k_base."""
+    ids = len(_UUID.findall(serialized))
+    ascii_chars = len(serialized.encode("ascii", "ignore"))
+    other_bytes = len(serialized.encode()) - ascii_chars
+    return (ascii_chars - 36 * ids + 1) // 2 + UUID_TOKENS * ids + other_bytes
+
+
+class Size(NamedTuple):
+    chars: int
+    tokens: int  # estimated_tokens: an upper bound
+
+    def fits(self) -> bool:
+        return self.chars <= MAX_RESULT_CHARS - RESERVE_CHARS and self.tokens <= MAX_RESULT_TOKENS
+
+
+def result_size(data: Any) -> Size:
+    """The size of the tool result that carries `data`, as the client receives it: one JSON document holding the
+    text content (`as_text`, with its JSON escaped once more inside a string) and the structured content."""
+    whole = _json({"content": [{"type": "text", "text": as_text(data)}], "structuredContent": data})
+    return Size(len(whole), estimated_tokens(whole))
+
+
+def fit_record(record: dict[str, Any], *lists: str) -> dict[str, Any]:
+    """A record with related records (plain data) within the result budget: related records are dropped from the
+    end of the longest of `lists` until it fits, and `truncated` says whether any were."""
     record = {**record, "truncated": False, **{key: list(record[key]) for key in lists}}
-    while size(record) > budget:
+    while not result_size(record).fits():
         longest = max(lists, key=lambda key: size(record[key]))
         if not record[longest]:
             break
@@ -81,25 +136,27 @@ def fit_record(record: dict[str, Any], *lists: str, budget: int = MAX_RESULT) ->
     return record
 
 
-def fit_page(page: dict[str, Any], budget: int = MAX_RESULT) -> dict[str, Any]:
-    """A page (plain data of a `Page`) within `budget` characters of JSON, whole records only."""
+def fit_page(page: dict[str, Any]) -> dict[str, Any]:
+    """A page (plain data of a `Page`) within the result budget, whole records only: the most records from its
+    start that fit (at least one: a record alone over budget is shown anyway, its strings capped)."""
     page = {**page, "truncated": False}
     items = page["items"]
-    if size(page) <= budget:
+    if result_size(page).fits():
         return page
-    frame = size({**page, "items": [], "next_cursor": "x" * 100, "truncated": True})
-    kept: list[Any] = []
-    used = frame
-    for item in items:
-        used += size(item) + 2
-        if used > budget:
-            break
-        kept.append(item)
-    if not kept:  # one record alone is over budget: show it anyway (its strings are capped), and say so
-        kept = items[:1]
-    last = kept[-1]
-    return {**page, "items": kept, "truncated": True, "has_next": True,
-            "next_cursor": encode_cursor(datetime.fromisoformat(last["created_at"]), last["id"])}
+
+    def cut(count: int) -> dict[str, Any]:
+        last = items[count - 1]
+        return {**page, "items": items[:count], "truncated": True, "has_next": True,
+                "next_cursor": encode_cursor(datetime.fromisoformat(last["created_at"]), last["id"])}
+
+    low, high = 1, len(items) - 1  # the most records that fit lies in [low, high] (or is none: then low)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if result_size(cut(middle)).fits():
+            low = middle
+        else:
+            high = middle - 1
+    return cut(low)
 
 
 def as_text(data: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import logging
 import re
@@ -37,12 +38,14 @@ from pydantic import ValidationError
 from mcp_server import prompts, resources
 from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
+from mcp_server.records import Detail
 from mcp_server.registry import Bound, Call, CrmTool, PrincipalSource, bind, current_call
-from mcp_server.safety import as_text
+from mcp_server.safety import MAX_RESULT_CHARS, as_text
 from mcp_server.schemas import compact_input, compact_output
 from mcp_server.tools import TOOLS
 from services.audit import service as audit
 from services.kernel.errors import ServiceError, Unavailable
+from services.kernel.pagination import Page
 from services.kernel.principal import Principal
 from services.kernel.ratelimit import RateLimit
 from services.kernel.uow import Database
@@ -53,6 +56,8 @@ DEFAULT_RATE_LIMIT = "120/minute"
 SURFACE = "mcp"  # the budget's name in the rate limit store
 UNKNOWN_TOOL = "unknown"  # audited as `tool.unknown`, with the name asked for (cut to NAME_KEPT) in the diff
 NAME_KEPT = 100
+# Per tool in tools/list: the size of result (characters) the client should keep in context; the result budget.
+MAX_RESULT_SIZE_META = "anthropic/maxResultSizeChars"
 
 INSTRUCTIONS = """\
 PipeCD is the user's CRM: deals in pipelines of stages, persons, organizations, leads, activities and notes.
@@ -72,6 +77,7 @@ class Prepared:
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None
     wrapped: bool  # the SDK wraps its structured result as {"result": ...}
+    meta: dict[str, Any] | None  # the tool's `_meta` in tools/list
 
 
 _PREPARED: dict[str, Prepared] = {}
@@ -84,6 +90,8 @@ def prepared(tool: CrmTool) -> Prepared:
             bound.fn, name=tool.name, title=tool.title, description=tool.description, annotations=tool.annotations
         )
         output = sdk.output_schema
+        returns = inspect.signature(tool.fn, eval_str=True).return_annotation
+        fitted = isinstance(returns, type) and issubclass(returns, Page | Detail)
         ready = _PREPARED[tool.name] = Prepared(
             tool,
             bound,
@@ -91,6 +99,8 @@ def prepared(tool: CrmTool) -> Prepared:
             compact_input(sdk.parameters, nullable=bound.nullable),
             None if output is None else compact_output(output),
             sdk.fn_metadata.wrap_output,
+            # A client that keeps results up to this size in the model's context (Claude Code) keeps these whole.
+            {MAX_RESULT_SIZE_META: MAX_RESULT_CHARS} if fitted else None,
         )
     return ready
 
@@ -148,7 +158,8 @@ class CrmServer(MCPServer[Any]):
             if ready is None:
                 listed.append(tool)
             elif not ready.crm.permissions or any(caller.can(p) for p in ready.crm.permissions):
-                update = {"input_schema": ready.input_schema, "output_schema": ready.output_schema}
+                update = {"input_schema": ready.input_schema, "output_schema": ready.output_schema,
+                          "meta": ready.meta}
                 listed.append(tool.model_copy(update=update))
         return listed
 

@@ -39,7 +39,7 @@ from services.kernel.uow import UnitOfWork
 from services.leads import service as leads
 from services.leads.schemas import ConversionResult, Lead, LeadConversion, LeadCreate, LeadFilter
 from services.notes import service as notes
-from services.notes.schemas import Note, NoteCreate
+from services.notes.schemas import Note, NoteCreate, NoteFilter
 from services.notifications import service as notifications
 from services.notifications.schemas import Notification
 from services.pipelines import service as pipelines
@@ -169,6 +169,14 @@ async def list_activities(
 ) -> Page[Activity]:
     """Activities you may see, by linked record, owner, type, done or due date."""
     return await activities.list(uow, filter, _page(limit, cursor))
+
+
+@crm_tool(TOOLS, title="List notes", calls=notes.list, read_only=True, omit=("team_id", "updated_since"))
+async def list_notes(
+    uow: UnitOfWork, filter: NoteFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[Note]:
+    """Notes you may see, newest first; `owner_id` is the author."""
+    return await notes.list(uow, filter, _page(limit, cursor))
 
 
 @crm_tool(TOOLS, title="List pipelines", calls=pipelines.list, read_only=True)

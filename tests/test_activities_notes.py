@@ -254,7 +254,9 @@ def test_note_that_is_empty_after_sanitizing_is_rejected(body):
 
 
 async def test_note_is_stored_sanitized(actors, admin):
-    note = await new_note(actors, body="  <script>alert(1)</script>Call [Ann](javascript:alert(1)) **today**\r\n")
+    deal = await new_deal(actors)
+    note = await new_note(actors, body="  <script>alert(1)</script>Call [Ann](javascript:alert(1)) **today**\r\n",
+                          deal_id=deal.id)
 
     assert note.body == "alert(1)Call [Ann](#) **today**"
     assert admin.execute("select body from public.notes").fetchone()[0] == note.body

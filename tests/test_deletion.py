@@ -99,9 +99,10 @@ EXPECTED = {
         ("deal", 1, "unlinked"), ("lead", 2, "unlinked"), ("activity", 1, "unlinked"), ("note", 1, "unlinked"),
     ]),
     DeletableType.ORGANIZATION: ("Initech", 1, [
-        ("person", 2, "unlinked"), ("deal", 1, "unlinked"), ("lead", 2, "unlinked"), ("note", 2, "unlinked"),
+        ("note", 1, "deleted"), ("person", 2, "unlinked"), ("deal", 1, "unlinked"), ("lead", 2, "unlinked"),
+        ("note", 1, "unlinked"),
     ]),
-    DeletableType.LEAD: ("Inbound", 1, [("activity", 1, "unlinked"), ("note", 1, "unlinked")]),
+    DeletableType.LEAD: ("Inbound", 1, [("note", 1, "deleted"), ("activity", 1, "unlinked")]),
     DeletableType.ACTIVITY: ("Call Ann", 1, []),
     DeletableType.NOTE: ("Budget approved", 1, []),
 }  # fmt: skip
@@ -123,6 +124,18 @@ def links_to(admin, entity_type: DeletableType, entity_id: UUID) -> dict[tuple[s
         ).fetchone()[0]
         for _, table, column, _ in deletion.CASCADES[entity_type]
     }
+
+
+def notes_alone(admin, entity_type: DeletableType, entity_id: UUID) -> int:
+    """Notes linked to the record and to no other, which go with it (read as superuser)."""
+    column = {"deal": "deal_id", "lead": "lead_id", "person": "person_id", "organization": "organization_id"}
+    if entity_type.value not in column:
+        return 0
+    return admin.execute(
+        f"select count(*) from public.notes where {column[entity_type.value]} = %s"
+        " and num_nonnulls(deal_id, lead_id, person_id, organization_id) = 1",
+        [entity_id],
+    ).fetchone()[0]
 
 
 async def preview_as(actors, who: str, entity_type: DeletableType, entity_id: UUID, **kwargs) -> DeletionPreview:
@@ -160,13 +173,26 @@ async def test_delete_does_exactly_what_the_preview_said(actors, admin, world, e
     entity_id = world.id(entity_type)
     before = counts(admin, *ALL_TABLES)
     linked = links_to(admin, entity_type, entity_id)
+    alone = notes_alone(admin, entity_type, entity_id)
 
     deleted = await delete_as(actors, DELETER[entity_type], entity_type, entity_id)
 
     assert deleted.model_dump() == expected_preview(world, entity_type)
-    assert [c.count for c in deleted.consequences] == [n for n in linked.values() if n]
+    expected_counts = {}
+    for kind, table, column, effect in deletion.CASCADES[entity_type]:
+        n = linked[(table, column)]
+        if table == "notes":  # the notes linked to the record alone go with it; the others are unlinked
+            expected_counts[("note", "deleted")] = alone
+            expected_counts[("note", "unlinked")] = n - alone
+        else:
+            expected_counts[(kind.value, effect.value)] = n
+    assert {(c.entity_type.value, c.effect.value): c.count for c in deleted.consequences} == {
+        key: n for key, n in expected_counts.items() if n
+    }
     assert links_to(admin, entity_type, entity_id) == dict.fromkeys(linked, 0)
     removed = {deletion.TABLES[entity_type]: 1}
+    if alone:
+        removed["notes"] = alone
     for _, table, column, effect in deletion.CASCADES[entity_type]:
         if effect == "deleted":
             removed[table] = linked[(table, column)]
@@ -300,7 +326,8 @@ async def test_counts_cover_only_the_rows_the_caller_can_see_while_the_delete_un
 
 async def test_a_long_note_is_titled_by_its_first_line_shortened(actors):
     async with actors.uow("bob") as uow:
-        note = await notes.create(uow, NoteCreate(body="x" * 100 + "\nmore"))
+        org = await contacts.create_organization(uow, OrganizationCreate(name="Initech"))
+        note = await notes.create(uow, NoteCreate(body="x" * 100 + "\nmore", organization_id=org.id))
 
     preview = await preview_as(actors, "bob", DeletableType.NOTE, note.id)
 

@@ -105,7 +105,7 @@ async def world(actors, company, admin) -> World:
         activity = await activities.create(uow, ActivityCreate(
             type="call", subject="Call the harbor master", deal_id=deal.id, due_date=date(2026, 2, 2),
             note="Ask about the crane load"))
-        note = await notes.create(uow, NoteCreate(body="Crane specs sent", deal_id=deal.id))
+        note = await notes.create(uow, NoteCreate(body="Crane specs sent", deal_id=deal.id, person_id=person.id))
     admin.execute("update public.user_profiles set avatar_url = 'https://img.example/dan-old.png' where id = %s",
                   [company.people["dan"].id])
     forget_bookkeeping(admin)

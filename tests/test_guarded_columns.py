@@ -32,11 +32,12 @@ def test_insert_gets_version_1_and_the_database_clock(app_url, company, admin):
     started = now(admin)
 
     with session(app_url, bob) as conn:
-        conn.execute(
+        deal = conn.execute(
             "insert into public.deals (title, pipeline_id, version, created_at, updated_at)"
-            " values ('Planted', %s, 999, %s, %s)", [company.sales_pipeline_id, LONG_AGO, LONG_AGO])
-        conn.execute("insert into public.notes (body, version, created_at, updated_at) values ('Mine', 7, %s, %s)",
-                     [LONG_AGO, LONG_AGO])
+            " values ('Planted', %s, 999, %s, %s) returning id", [company.sales_pipeline_id, LONG_AGO, LONG_AGO]
+        ).fetchone()[0]
+        conn.execute("insert into public.notes (body, deal_id, version, created_at, updated_at)"
+                     " values ('Mine', %s, 7, %s, %s)", [deal, LONG_AGO, LONG_AGO])
 
     for table in ("deals", "notes"):
         query = f"select version, created_at, updated_at from public.{table}"

@@ -20,7 +20,7 @@ from pydantic_core import to_jsonable_python
 
 from mcp_server import prompts
 from mcp_server.prompts import period_bounds
-from mcp_server.safety import MAX_RESULT, size
+from mcp_server.safety import result_size
 from mcp_server.server import create_server
 from services.activities import service as activities
 from services.activities.schemas import Activity, ActivityCreate, ActivityType
@@ -307,7 +307,7 @@ async def test_a_record_too_large_drops_related_records_and_says_so(db, company,
     text = result.contents[0].text
     got = json.loads(text)
     assert got["truncated"] is True
-    assert size(got) <= MAX_RESULT
+    assert result_size(got).fits()
     assert (got["notes_total"], got["open_activities_total"]) == (10, 10)
     kept_notes, kept_activities = len(got["recent_notes"]), len(got["open_activities"])
     assert 0 < kept_notes < 10 and 0 < kept_activities < 10

@@ -18,7 +18,8 @@ from services.kernel.records import Visibility
 
 READ_TOOLS = [
     "whoami", "search", "get_deal", "get_person", "get_organization", "get_lead", "list_deals", "list_persons",
-    "list_organizations", "list_leads", "list_activities", "list_pipelines", "pipeline_summary", "list_notifications",
+    "list_organizations", "list_leads", "list_activities", "list_notes", "list_pipelines", "pipeline_summary",
+    "list_notifications",
 ]
 # Marking your own notifications read is your own inbox state, not CRM data: offered to every caller.
 INBOX_TOOLS = ["mark_notifications_read"]
@@ -365,9 +366,7 @@ async def test_results_fence_record_data_link_the_record_and_strip_hidden_charac
 
 
 async def test_a_page_over_the_size_budget_is_cut_between_records_and_continues_after_them(db, company, actors):
-    import json
-
-    from mcp_server.safety import MAX_RESULT
+    from mcp_server.safety import MAX_RESULT_CHARS
     from services.deals import service as deals
     from services.deals.schemas import DealCreate, DealFilter
     from services.kernel.pagination import PageRequest
@@ -375,18 +374,25 @@ async def test_a_page_over_the_size_budget_is_cut_between_records_and_continues_
     async with actors.uow("bob") as uow:
         for n in range(100):
             await deals.create(uow, DealCreate(title=f"{n:03} " + "x" * 290))
+    pages = []
     async with client_for(db, company, "bob") as client:
-        first = (await client.call_tool("list_deals", {"limit": 100})).structured_content
-        rest = (await client.call_tool("list_deals", {"limit": 100, "cursor": first["next_cursor"]}))
-    rest = rest.structured_content
-    assert first["truncated"] is True and first["has_next"] is True and first["total"] == 100
-    assert 50 < len(first["items"]) < 100
-    assert len(json.dumps(first, ensure_ascii=False)) <= MAX_RESULT
-    assert rest["truncated"] is False and rest["next_cursor"] is None
+        arguments: dict[str, Any] = {"limit": 100}
+        while True:
+            result = await client.call_tool("list_deals", arguments)
+            pages.append(result.structured_content)
+            assert len(result.model_dump_json(by_alias=True, exclude_none=True)) <= MAX_RESULT_CHARS
+            if not pages[-1]["has_next"]:
+                break
+            arguments = {"limit": 100, "cursor": pages[-1]["next_cursor"]}
+    first, last = pages[0], pages[-1]
+    assert first["truncated"] is True and first["total"] == 100
+    assert 10 < len(first["items"]) < 100
+    assert [page["truncated"] for page in pages] == [True] * (len(pages) - 1) + [False]
+    assert last["next_cursor"] is None
     async with actors.uow("bob") as uow:
         everything = await deals.list(uow, DealFilter(), PageRequest(limit=100))
-    # the service's own order, with no gap and no repeat where the page was cut
-    assert [d["id"] for d in first["items"] + rest["items"]] == [str(d.id) for d in everything.items]
+    # the service's own order, with no gap and no repeat where the pages were cut
+    assert [d["id"] for page in pages for d in page["items"]] == [str(d.id) for d in everything.items]
 
 
 async def test_pipeline_summary_counts_what_the_caller_may_see(db, company, actors):
@@ -414,7 +420,7 @@ async def test_pipeline_summary_counts_what_the_caller_may_see(db, company, acto
 async def test_delete_record_previews_then_deletes_with_the_confirmation(db, company, admin, mode):
     async with client_for(db, company, "bob", mode=mode) as client:
         deal = (await client.call_tool("create_deal", {"title": "Doomed"})).structured_content
-        await client.call_tool("add_note", {"body": "keep me", "deal_id": deal["id"]})
+        await client.call_tool("add_note", {"body": "goes with the deal", "deal_id": deal["id"]})
         forget_bookkeeping(admin)
         before = written(admin)
         asked = {"record_type": "deal", "record_id": deal["id"]}
@@ -426,7 +432,7 @@ async def test_delete_record_previews_then_deletes_with_the_confirmation(db, com
         done = (await client.call_tool("delete_record", {**asked, "confirmation": preview["confirmation"]}))
     assert (preview["deleted"], preview["preview"]["record"]["title"], preview["preview"]["consequences"]) == (
         False, "Doomed", [{"entity_type": "stage_change", "count": 1, "effect": "deleted"},
-                          {"entity_type": "note", "count": 1, "effect": "unlinked"}])
+                          {"entity_type": "note", "count": 1, "effect": "deleted"}])
     assert error_text(other) == (
         "[invalid] this confirmation is for another user or another record; preview again (field: confirmation)")
     assert error_text(forged) == (
@@ -434,7 +440,7 @@ async def test_delete_record_previews_then_deletes_with_the_confirmation(db, com
     assert preview["next_step"] == PREVIEWED
     assert (done.structured_content["deleted"], done.structured_content["next_step"]) == (
         True, "Deleted; tell the user what was removed.")
-    assert counts(admin, "deals", "notes") == {"deals": 0, "notes": 1}
+    assert counts(admin, "deals", "notes") == {"deals": 0, "notes": 0}
     assert [outcome for *_, outcome in tool_calls(admin)] == ["ok", "invalid", "invalid", "ok"]
 
 

@@ -119,22 +119,39 @@ async def _target(uow: UnitOfWork, entity_type: DeletableType, entity_id: UUID) 
     return DeletionTarget(entity_type=entity_type, id=entity_id, title=title, version=version)
 
 
+# Deleting a deal, lead, person or organization also deletes the notes that belong to it alone (a note must
+# belong to a record; trigger `*_delete_notes_alone` in the migrations): of the notes its foreign key unlinks,
+# those with no other link are deleted instead.
+_NOTE_LINKS = "num_nonnulls(deal_id, lead_id, person_id, organization_id)"
+
+
 async def _consequences(uow: UnitOfWork, entity_type: DeletableType, entity_id: UUID) -> list[Consequence]:
-    """Counts of the linked rows the caller can see, in one query."""
-    cascades = CASCADES[entity_type]
+    """Counts of the linked rows the caller can see, in one query; deleted kinds first."""
+    cascades = [
+        (kind, table, column, effect, sql.SQL("true"))
+        for kind, table, column, effect in CASCADES[entity_type]
+        if table != "notes"
+    ]
+    for kind, table, column, _ in CASCADES[entity_type]:
+        if table == "notes":
+            cascades.insert(
+                sum(1 for c in cascades if c[3] is Effect.DELETED),
+                (kind, table, column, Effect.DELETED, sql.SQL(_NOTE_LINKS + " = 1")),
+            )
+            cascades.append((kind, table, column, Effect.UNLINKED, sql.SQL(_NOTE_LINKS + " > 1")))
     if not cascades:
         return []
     query = sql.SQL(" union all ").join(
-        sql.SQL("select {} as i, count(*) as n from {} where {} = %s").format(
-            sql.Literal(i), sql.Identifier("public", table), sql.Identifier(column)
+        sql.SQL("select {} as i, count(*) as n from {} where {} = %s and {}").format(
+            sql.Literal(i), sql.Identifier("public", table), sql.Identifier(column), condition
         )
-        for i, (_, table, column, _) in enumerate(cascades)
+        for i, (_, table, column, _, condition) in enumerate(cascades)
     )
     rows = await uow.all(query.as_string(), [entity_id] * len(cascades))
     counts = {r["i"]: r["n"] for r in rows}
     return [
         Consequence(entity_type=kind, count=counts[i], effect=effect)
-        for i, (kind, _, _, effect) in enumerate(cascades)
+        for i, (kind, _, _, effect, _) in enumerate(cascades)
         if counts[i]
     ]
 

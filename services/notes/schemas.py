@@ -73,6 +73,9 @@ class NoteUpdate(Input):
 
 
 class NoteFilter(RecordFilter):
+    owner_id: UUID | None = Field(None, description="Only notes by this author.")
+    created_since: datetime | None = Field(None, description="Written at or after.")
+    created_before: datetime | None = Field(None, description="Written before.")
     deal_id: UUID | None = Field(None, description="Only notes of this deal.")
     lead_id: UUID | None = Field(None, description="Only notes of this lead.")
     person_id: UUID | None = Field(None, description="Only notes of this person.")

@@ -15,9 +15,17 @@ from services.kernel.schemas import escape_like, filter_conditions
 from services.kernel.uow import Row, UnitOfWork
 from services.notes.schemas import Note, NoteCreate, NoteFilter, NoteUpdate
 
+UNLINKED = "a note must be linked to a deal, lead, person or organization: give one of their ids"
+
 
 def _note(row: Row) -> Note:
     return Note.model_validate(row)
+
+
+def _require_a_link(links: dict[str, UUID | None]) -> None:
+    """A note belongs to at least one record (the database holds the same rule, constraint notes_linked)."""
+    if all(links.get(column) is None for column in LINK_TABLES):
+        raise Invalid(UNLINKED, field="deal_id")
 
 
 async def _fetch_for_change(uow: UnitOfWork, note_id: UUID) -> Note:
@@ -34,6 +42,7 @@ async def get(uow: UnitOfWork, note_id: UUID) -> Note:
 async def list(
     uow: UnitOfWork, filter: NoteFilter | None = None, page: PageRequest | None = None
 ) -> Page[Note]:
+    """Visible notes, newest first: by linked record, author (`owner_id`), text and time written."""
     f = filter or NoteFilter()
     where, params = filter_conditions(f, owner_column="author_id")
     for column in LINK_TABLES:
@@ -41,6 +50,12 @@ async def list(
         if value is not None:
             where.append(f"t.{column} = %s")
             params.append(value)
+    if f.created_since is not None:
+        where.append("t.created_at >= %s")
+        params.append(f.created_since)
+    if f.created_before is not None:
+        where.append("t.created_at < %s")
+        params.append(f.created_before)
     if f.text:
         where.append("lower(t.body) like %s")
         params.append("%" + escape_like(f.text.lower()) + "%")
@@ -70,6 +85,7 @@ async def create(uow: UnitOfWork, data: NoteCreate, *, idempotency_key: str | No
         return _note(await records.fetch(uow, "notes", "note", done))
     if uow.user_id is None:
         raise Invalid("notes need an author", field="author_id")
+    _require_a_link({column: getattr(data, column) for column in LINK_TABLES})
     await check_links(uow, {column: getattr(data, column) for column in LINK_TABLES})
     note = _note(await records.insert(uow, "notes", {**data.model_dump(), "author_id": uow.user_id}))
     await idempotency.complete(uow, idempotency_key, note.id)
@@ -87,6 +103,7 @@ async def update(
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
     if "body" in changes and changes["body"] is None:
         raise Invalid("body cannot be null", field="body")
+    _require_a_link({column: changes.get(column, getattr(before, column)) for column in LINK_TABLES})
     await check_links(uow, {k: v for k, v in changes.items() if k in LINK_TABLES})
     row = await records.update(uow, "notes", "note", note_id, changes, expected_version=expected_version)
     if row is None:
