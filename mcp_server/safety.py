@@ -12,7 +12,7 @@ continues right after the last record kept.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from pydantic import Field
@@ -20,7 +20,7 @@ from pydantic_core import to_jsonable_python
 
 from mcp_server.records import Detail
 from services.kernel import text
-from services.kernel.pagination import Page, encode_cursor
+from services.kernel.pagination import Page
 
 MAX_TEXT = 4_000  # characters of one string value
 MAX_RESULT = 60_000  # characters of one result's JSON: about 17k tokens, under the 20k a result may take
@@ -58,7 +58,7 @@ def as_data(result: Any) -> Any:
     to the size budget."""
     data = clean(to_jsonable_python(result))
     if isinstance(result, Page):
-        return fit_page(data)
+        return fit_page(data, result.position)
     if isinstance(result, Detail):
         return fit_record(data, *result.TRIMMABLE)
     return data
@@ -81,8 +81,9 @@ def fit_record(record: dict[str, Any], *lists: str, budget: int = MAX_RESULT) ->
     return record
 
 
-def fit_page(page: dict[str, Any], budget: int = MAX_RESULT) -> dict[str, Any]:
-    """A page (plain data of a `Page`) within `budget` characters of JSON, whole records only."""
+def fit_page(page: dict[str, Any], position: Callable[[int], str], budget: int = MAX_RESULT) -> dict[str, Any]:
+    """A page (plain data of a `Page`) within `budget` characters of JSON, whole records only; `position(i)` is
+    the cursor that continues after item i."""
     page = {**page, "truncated": False}
     items = page["items"]
     if size(page) <= budget:
@@ -97,9 +98,7 @@ def fit_page(page: dict[str, Any], budget: int = MAX_RESULT) -> dict[str, Any]:
         kept.append(item)
     if not kept:  # one record alone is over budget: show it anyway (its strings are capped), and say so
         kept = items[:1]
-    last = kept[-1]
-    return {**page, "items": kept, "truncated": True, "has_next": True,
-            "next_cursor": encode_cursor(datetime.fromisoformat(last["created_at"]), last["id"])}
+    return {**page, "items": kept, "truncated": True, "has_next": True, "next_cursor": position(len(kept) - 1)}
 
 
 def as_text(data: Any) -> str:
