@@ -368,12 +368,11 @@ async def test_a_page_over_the_size_budget_is_cut_between_records_and_continues_
     import json
 
     from mcp_server.safety import MAX_RESULT
+    from services.contacts import service as contacts
+    from services.contacts.schemas import OrganizationCreate
     from services.deals import service as deals
     from services.deals.schemas import DealCreate, DealFilter
     from services.kernel.pagination import PageRequest
-
-    from services.contacts import service as contacts
-    from services.contacts.schemas import OrganizationCreate
 
     async with actors.uow("bob") as uow:  # a brief deal carries its title and its organization's name
         org = await contacts.create_organization(uow, OrganizationCreate(name="o" * 300))

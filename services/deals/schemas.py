@@ -125,18 +125,17 @@ class DealSort(StrEnum):
         return _ORDERS[self]
 
 
+# value_cents and close_day_asc/_desc are generated columns for these orders (their migration says why); a deal
+# without an expected close date has the largest day number in each direction.
 _ORDERS = {
     DealSort.CREATED_DESC: NEWEST_FIRST,
     DealSort.CREATED_ASC: Order("created_asc", "created_at", datetime, descending=False),
     DealSort.UPDATED_DESC: Order("updated_desc", "updated_at", datetime, descending=True),
     DealSort.UPDATED_ASC: Order("updated_asc", "updated_at", datetime, descending=False),
-    DealSort.VALUE_DESC: Order("value_desc", "value", Decimal, descending=True),
-    DealSort.VALUE_ASC: Order("value_asc", "value", Decimal, descending=False),
-    # the sentinels sort after every date in their direction (see services.kernel.pagination)
-    DealSort.EXPECTED_CLOSE_ASC: Order("expected_close_asc", "expected_close_date", date, descending=False,
-                              nulls_as="'infinity'::date"),
-    DealSort.EXPECTED_CLOSE_DESC: Order("expected_close_desc", "expected_close_date", date, descending=True,
-                               nulls_as="'-infinity'::date"),
+    DealSort.VALUE_DESC: Order("value_desc", "value_cents", int, descending=True),
+    DealSort.VALUE_ASC: Order("value_asc", "value_cents", int, descending=False),
+    DealSort.EXPECTED_CLOSE_ASC: Order("expected_close_asc", "close_day_asc", int, descending=False),
+    DealSort.EXPECTED_CLOSE_DESC: Order("expected_close_desc", "close_day_desc", int, descending=True),
 }
 
 

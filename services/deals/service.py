@@ -72,7 +72,7 @@ async def get_many(uow: UnitOfWork, deal_ids: builtins.list[UUID]) -> builtins.l
 
 # A brief's names come from left joins read as the caller: a related record RLS hides joins no row (a null name).
 _BRIEF_SELECT = (
-    "t.*, coalesce(t.won_at, t.lost_at) as closed_at, s.name as stage, pl.name as pipeline, p.name as person,"
+    "t.*, s.name as stage, pl.name as pipeline, p.name as person,"
     " o.name as organization, u.display_name as owner"
 )
 _BRIEF_JOIN = (
@@ -80,8 +80,7 @@ _BRIEF_JOIN = (
     " left join public.persons p on p.id = t.person_id left join public.organizations o on o.id = t.organization_id"
     " left join public.user_profiles u on u.id = t.owner_id"
 )
-# A closed deal's time: won_at or lost_at (its status allows only the one). A day filter covers the whole UTC day.
-_CLOSED_AT = "coalesce(t.won_at, t.lost_at)"
+_CENTS = 100
 
 
 def _conditions(f: DealFilter) -> tuple[builtins.list[str], builtins.list[Any]]:
@@ -91,18 +90,20 @@ def _conditions(f: DealFilter) -> tuple[builtins.list[str], builtins.list[Any]]:
         if value is not None:
             where.append(f"t.{column} = %s")
             params.append(value)
+    # closed_at (won_at or lost_at) and value_cents are generated columns, indexed and comparable under RLS.
+    # A day covers the whole UTC day; the bounds are computed in SQL (the day after 9999-12-31 exists there).
     if f.closed_after is not None:
-        where.append(f"{_CLOSED_AT} >= (%s::date)::timestamp at time zone 'UTC'")
+        where.append("t.closed_at >= (%s::date)::timestamp at time zone 'UTC'")
         params.append(f.closed_after)
     if f.closed_before is not None:
-        where.append(f"{_CLOSED_AT} < (%s::date + 1)::timestamp at time zone 'UTC'")
+        where.append("t.closed_at < (%s::date + 1)::timestamp at time zone 'UTC'")
         params.append(f.closed_before)
     if f.value_min is not None:
-        where.append("t.value >= %s")
-        params.append(f.value_min)
+        where.append("t.value_cents >= %s")
+        params.append(int(f.value_min * _CENTS))
     if f.value_max is not None:
-        where.append("t.value <= %s")
-        params.append(f.value_max)
+        where.append("t.value_cents <= %s")
+        params.append(int(f.value_max * _CENTS))
     text_where, text_params = text_condition(f)
     return where + text_where, params + text_params
 

@@ -2,10 +2,10 @@
 both in the order's direction. The default, (created_at desc, id desc), is a stable order in which rows inserted
 while a client pages land before its position, so pages never repeat or skip a row.
 
-A nullable key sorts its NULLs last in either direction: the order reads it as `coalesce(key, sentinel)`, the
-sentinel sorting after every value, so one row comparison (which an index on that same expression and id serves)
-continues a page exactly, NULLs and ties included. A cursor names its order and holds the last row's key and id;
-it continues only the order it came from."""
+One row comparison, `(key, id) < (cursor key, cursor id)`, continues a page exactly, ties included. The key is a
+NOT NULL column of a type whose comparisons are leakproof (under RLS only those reach an index), so an order over
+a nullable or numeric value reads a generated column made for it (e.g. NULL as the largest day number).
+A cursor names its order and holds the last row's key and id; it continues only the order it came from."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -29,51 +28,46 @@ MAX_CURSOR_LENGTH = 200  # the cursors made here are about 130 characters
 
 T = TypeVar("T")
 
-_SQL_TYPES: dict[type, str] = {datetime: "timestamptz", date: "date", Decimal: "numeric"}
+_SQL_TYPES: dict[type, str] = {datetime: "timestamptz", date: "date", int: "bigint"}
+_BIGINT = range(-(2**63), 2**63)
 _ORDERS: dict[str, Order] = {}
 
 
 @dataclass(frozen=True)
 class Order:
-    """A list order: `column` (of alias `t`), then id, both descending or both ascending. A nullable column
-    names the SQL value (`nulls_as`) that stands for NULL, sorting after every value in this direction."""
+    """A list order: `column` (of alias `t`, NOT NULL), then id, both descending or both ascending."""
 
     name: str  # how callers name it; cursors carry it
     column: str
-    kind: type  # datetime, date or Decimal: how a cursor holds the key
+    kind: type  # datetime, date or int: how a cursor holds the key
     descending: bool
-    nulls_as: str | None = None
 
     def __post_init__(self) -> None:
         known = _ORDERS.setdefault(self.name, self)
         if known != self:
             raise ValueError(f"two orders named {self.name}")
 
-    def key(self, alias: str = "t") -> str:
-        column = f"{alias}.{self.column}"
-        return f"coalesce({column}, {self.nulls_as})" if self.nulls_as else column
-
     def order_by(self, alias: str = "t") -> str:
         direction = "desc" if self.descending else "asc"
-        return f"{self.key(alias)} {direction}, {alias}.id {direction}"
+        return f"{alias}.{self.column} {direction}, {alias}.id {direction}"
 
-    def _parameter(self) -> str:
-        cast = f"%s::{_SQL_TYPES[self.kind]}"
-        return f"coalesce({cast}, {self.nulls_as})" if self.nulls_as else cast
+    def after(self, alias: str = "t") -> str:
+        """The condition (parameters: key, id) for the rows after a position."""
+        comparison = "<" if self.descending else ">"
+        return f"({alias}.{self.column}, {alias}.id) {comparison} (%s::{_SQL_TYPES[self.kind]}, %s)"
 
-    def _load(self, raw: Any) -> Any:
-        if raw is None and self.nulls_as is not None:
-            return None
+    def load(self, raw: Any) -> Any:
+        """A key as a cursor holds it (text), as the column's type; ValueError if it is not one."""
         if not isinstance(raw, str):
             raise ValueError("cursor key is not text")
         if self.kind is datetime:
             return utc(datetime.fromisoformat(raw))
         if self.kind is date:
             return date.fromisoformat(raw)
-        value = Decimal(raw)
-        if not value.is_finite():
-            raise ValueError("cursor key is not a number")
-        return value
+        number = int(raw)
+        if number not in _BIGINT:
+            raise ValueError("cursor key is out of range")
+        return number
 
 
 NEWEST_FIRST = Order("created_desc", "created_at", datetime, descending=True)
@@ -101,9 +95,7 @@ class PageRequest(BaseModel):
     after: str | None = Field(None, description="Cursor from the previous page's `next_cursor`.")
 
 
-def _dump(value: Any) -> str | None:
-    if value is None:
-        return None
+def _dump(value: Any) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
 
@@ -123,9 +115,8 @@ def decode_cursor(cursor: str, order: Order = NEWEST_FIRST) -> tuple[Any, UUID]:
         name, key, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         made_by = _ORDERS[name]
         if made_by is order:
-            return order._load(key), UUID(row_id)
-    except (ValueError, TypeError, KeyError, ArithmeticError, InvalidOperation, binascii.Error,
-            RecursionError) as exc:
+            return order.load(key), UUID(row_id)
+    except (ValueError, TypeError, KeyError, ArithmeticError, binascii.Error, RecursionError) as exc:
         raise Invalid("malformed cursor", field="after") from exc
     raise Invalid(
         f"this cursor continues the {made_by.name} order, not {order.name}: page with the sort it came from,"
@@ -139,8 +130,7 @@ def keyset(alias: str, page: PageRequest, order: Order = NEWEST_FIRST) -> tuple[
     if page.after is None:
         return "true", []
     key, row_id = decode_cursor(page.after, order)
-    comparison = "<" if order.descending else ">"
-    return f"({order.key(alias)}, {alias}.id) {comparison} ({order._parameter()}, %s)", [key, row_id]
+    return order.after(alias), [key, row_id]
 
 
 def build_page(
