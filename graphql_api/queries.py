@@ -35,7 +35,7 @@ from services.audit import service as audit
 from services.contacts import service as contacts
 from services.contacts.schemas import OrganizationFilter, PersonFilter
 from services.deals import service as deals
-from services.deals.schemas import DealFilter
+from services.deals.schemas import DealFilter, DealSort
 from services.gdpr import service as gdpr
 from services.kernel.errors import Invalid
 from services.kernel.pagination import DEFAULT_LIMIT
@@ -118,12 +118,13 @@ class Query:
     async def pipeline(self, info: strawberry.Info, id: UUID) -> PipelineType | None:
         return PipelineType.from_pydantic(await pipelines.get(await info.context.read(), id))
 
-    @strawberry.field(description="Deals visible to the caller, newest first.")
+    @strawberry.field(description="Deals visible to the caller, in `sort` order (default: newest first). A cursor"
+                                  " continues only the sort it came from.")
     async def deals(
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
-        filter: DealFilterInput | None = None,
+        filter: DealFilterInput | None = None, sort: DealSort = DealSort.CREATED_DESC,
     ) -> Connection[DealType]:
-        page = await deals.list(await info.context.read(), _filter(filter), page_request(first, after))
+        page = await deals.list(await info.context.read(), _filter(filter), page_request(first, after), sort=sort)
         return connection(page, DealType)
 
     @strawberry.field(description="One deal; null, with a NOT_FOUND error, if it is missing or hidden.")

@@ -4,7 +4,6 @@ relations resolved through the request's DataLoaders.
 No `from __future__ import annotations` here: relation types are resolved when the classes are built, and
 `Lazy["X"]` names the types further down that relations point back to."""
 
-from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
@@ -19,7 +18,7 @@ from services.contacts.schemas import Organization, Person
 from services.deals.schemas import Deal, StageChange
 from services.gdpr.schemas import Erasure
 from services.kernel.errors import Invalid
-from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest, encode_cursor
+from services.kernel.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
 from services.kernel.permissions import Perm
 from services.leads.schemas import ConversionResult, Lead
 from services.notes.schemas import Note
@@ -294,13 +293,9 @@ class Connection(Generic[N]):
     total_count: int = strawberry.field(description="How many records match the filter in all.")
 
 
-def _position(item: Any) -> str:
-    return encode_cursor(item.created_at, item.id)
-
-
-def connection(page: Page[Any], convert: Any, cursor: Callable[[Any], str] = _position) -> Connection[Any]:
-    """A service page as a connection; `cursor` gives an item's position (default: the shared time-and-id one)."""
-    edges = [Edge(cursor=cursor(item), node=convert.from_pydantic(item)) for item in page.items]
+def connection(page: Page[Any], convert: Any) -> Connection[Any]:
+    """A service page as a connection, each edge with its item's position in the order the page was read in."""
+    edges = [Edge(cursor=page.position(i), node=convert.from_pydantic(item)) for i, item in enumerate(page.items)]
     return Connection(
         edges=edges,
         page_info=PageInfo(has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None),
@@ -331,7 +326,7 @@ class MeType:
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None, unread_only: bool = False
     ) -> Connection[NotificationType]:
         page = await notifications.list(await info.context.read(), page_request(first, after), unread_only=unread_only)
-        return connection(page, NotificationType, notifications.cursor)
+        return connection(page, NotificationType)
 
     @strawberry.field(description="How many of your notifications are unread.")
     async def unread_notification_count(self, info: strawberry.Info) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import Field
@@ -27,7 +27,7 @@ from pydantic_core import to_jsonable_python
 
 from mcp_server.records import Detail
 from services.kernel import text
-from services.kernel.pagination import Page, encode_cursor
+from services.kernel.pagination import Page
 
 MAX_TEXT = 4_000  # characters of one string value
 # One tool result, whole: what a client puts into the model's context in one piece. Claude Code keeps a result
@@ -71,7 +71,7 @@ def as_data(result: Any) -> Any:
     to the size budget."""
     data = clean(to_jsonable_python(result))
     if isinstance(result, Page):
-        return fit_page(data)
+        return fit_page(data, result.position)
     if isinstance(result, Detail):
         return fit_record(data, *result.TRIMMABLE)
     return data
@@ -136,18 +136,18 @@ def fit_record(record: dict[str, Any], *lists: str) -> dict[str, Any]:
     return record
 
 
-def fit_page(page: dict[str, Any]) -> dict[str, Any]:
+def fit_page(page: dict[str, Any], position: Callable[[int], str]) -> dict[str, Any]:
     """A page (plain data of a `Page`) within the result budget, whole records only: the most records from its
-    start that fit (at least one: a record alone over budget is shown anyway, its strings capped)."""
+    start that fit (at least one: a record alone over budget is shown anyway, its strings capped). `position(i)`
+    is the cursor that continues after item i."""
     page = {**page, "truncated": False}
     items = page["items"]
     if result_size(page).fits():
         return page
 
     def cut(count: int) -> dict[str, Any]:
-        last = items[count - 1]
         return {**page, "items": items[:count], "truncated": True, "has_next": True,
-                "next_cursor": encode_cursor(datetime.fromisoformat(last["created_at"]), last["id"])}
+                "next_cursor": position(count - 1)}
 
     low, high = 1, len(items) - 1  # the most records that fit lies in [low, high] (or is none: then low)
     while low < high:

@@ -29,7 +29,7 @@ from services.contacts.schemas import (
     PersonUpdate,
 )
 from services.deals import service as deals
-from services.deals.schemas import Deal, DealCreate, DealFilter, DealUpdate
+from services.deals.schemas import Deal, DealBrief, DealCreate, DealFilter, DealSort, DealUpdate
 from services.deletion import service as deletion
 from services.deletion.schemas import DeletableType, DeletionPreview
 from services.kernel.errors import Conflict, Invalid
@@ -63,6 +63,7 @@ OrganizationId = Annotated[UUID, Field(description="From `search`/`list_organiza
 LeadId = Annotated[UUID, Field(description="From `search`/`list_leads`.")]
 ActivityId = Annotated[UUID, Field(description="From `list_activities`.")]
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
+Sort = Annotated[DealSort, Field(description="Ties by id; no expected close date: last.")]
 Cursor = Annotated[str | None, Field(description="Last page's `next_cursor`.")]
 IdempotencyKey = Annotated[
     str | None, Field(max_length=200, description="A retry returns the first result.")
@@ -130,13 +131,15 @@ async def get_lead(uow: UnitOfWork, lead_id: LeadId) -> LeadDetail:
     return await records.lead_detail(uow, lead_id)
 
 
-@crm_tool(TOOLS, title="List deals", calls=deals.list, read_only=True)
+@crm_tool(TOOLS, title="List deals", calls=deals.list_briefs, read_only=True)
 async def list_deals(
-    uow: UnitOfWork, filter: DealFilter, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
-) -> Page[Deal]:
-    """Deals you may see, newest first, by owner (`"me"` for yours), team, pipeline, stage, status, contact or
-    text. `total` counts every match. Pipeline and stage ids come from `list_pipelines`."""
-    return await deals.list(uow, filter, _page(limit, cursor))
+    uow: UnitOfWork, filter: DealFilter, sort: Sort = DealSort.CREATED_DESC, limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[DealBrief]:
+    """Deals you may see, filtered and sorted (biggest open one: status=open, sort=value_desc, limit=1). Brief
+    items with names; `get_deal` has the rest. `total` counts every match. Pipeline and stage ids:
+    `list_pipelines`."""
+    return await deals.list_briefs(uow, filter, _page(limit, cursor), sort=sort)
 
 
 @crm_tool(TOOLS, title="List persons", calls=contacts.list_persons, read_only=True)
@@ -188,17 +191,17 @@ async def list_pipelines(uow: UnitOfWork) -> list[Pipeline]:
 # Reports ------------------------------------------------------------------------------------------------
 
 
-@crm_tool(TOOLS, title="Pipeline summary", calls=reports.pipeline_summary, read_only=True)
+@crm_tool(TOOLS, title="Pipeline summary", calls=reports.pipeline_summaries, read_only=True)
 async def pipeline_summary(
     uow: UnitOfWork,
-    pipeline_id: Annotated[UUID | None, Field(description="Default: the first.")] = None,
+    pipeline_id: Annotated[UUID | None, Field(description="Default: every pipeline.")] = None,
     since: Annotated[date | None, Field(description="Won/lost from; default 29 days before `until`.")] = None,
     until: Annotated[date | None, Field(description="Won/lost up to (inclusive); default today.")] = None,
     stale_days: Annotated[int, Field(ge=1, le=365, description="Idle days that make an open deal stale.")] = 30,
-) -> PipelineSummary:
-    """A pipeline at a glance (deals the user may see): open deals per stage with value and weighted value per
+) -> list[PipelineSummary]:
+    """Pipelines at a glance (deals the user may see): open deals per stage with value and weighted value per
     currency, deals won and lost in a period, open deals untouched for `stale_days`. Start reviews here."""
-    return await reports.pipeline_summary(uow, pipeline_id, since=since, until=until, stale_days=stale_days)
+    return await reports.pipeline_summaries(uow, pipeline_id, since=since, until=until, stale_days=stale_days)
 
 
 # Your notifications -----------------------------------------------------------------------------------

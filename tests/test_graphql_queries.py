@@ -565,7 +565,7 @@ STATEMENTS = [
     "BEGIN",
     "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
     " set_config('pipecd.channel', %s, true), set_config('statement_timeout', %s, true)",
-    "select count(*) as n from public.deals t left join public.stages s on s.id = t.stage_id where true",
+    "select count(*) as n from public.deals t where true",
     "select t.*, s.win_probability as stage_probability from public.deals t left join public.stages s on s.id ="
     " t.stage_id where true and true order by t.created_at desc, t.id desc limit %s",
     'select * from "public"."stages" where id = any(%s)',

@@ -235,7 +235,7 @@ async def test_mcp_pipeline_summary_over_all_time_counts_every_closed_deal(db, c
         summary = await client.call_tool("pipeline_summary", {"since": "0001-01-01", "until": "9999-12-31"})
 
     assert not summary.is_error, summary
-    assert summary.structured_content["won"]["count"] == 1
+    assert [s["won"]["count"] for s in summary.structured_content["result"]] == [1]
 
 
 # Deeply nested JSON -----------------------------------------------------------------------------------------

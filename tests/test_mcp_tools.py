@@ -367,13 +367,16 @@ async def test_results_fence_record_data_link_the_record_and_strip_hidden_charac
 
 async def test_a_page_over_the_size_budget_is_cut_between_records_and_continues_after_them(db, company, actors):
     from mcp_server.safety import MAX_RESULT_CHARS
+    from services.contacts import service as contacts
+    from services.contacts.schemas import OrganizationCreate
     from services.deals import service as deals
     from services.deals.schemas import DealCreate, DealFilter
     from services.kernel.pagination import PageRequest
 
-    async with actors.uow("bob") as uow:
+    async with actors.uow("bob") as uow:  # a brief deal carries its title and its organization's name
+        org = await contacts.create_organization(uow, OrganizationCreate(name="o" * 300))
         for n in range(100):
-            await deals.create(uow, DealCreate(title=f"{n:03} " + "x" * 290))
+            await deals.create(uow, DealCreate(title=f"{n:03} " + "x" * 290, organization_id=org.id))
     pages = []
     async with client_for(db, company, "bob") as client:
         arguments: dict[str, Any] = {"limit": 100}
@@ -409,7 +412,7 @@ async def test_pipeline_summary_counts_what_the_caller_may_see(db, company, acto
     summaries = {}
     for key in ("bob", "carol"):
         async with client_for(db, company, key) as client:
-            summaries[key] = (await client.call_tool("pipeline_summary", {})).structured_content
+            (summaries[key],) = (await client.call_tool("pipeline_summary", {})).structured_content["result"]
     first = {key: summary["stages"][0]["open"] for key, summary in summaries.items()}
     assert first["bob"]["count"] == 2 and first["bob"]["amounts"][0]["value"] == "1200.00"
     assert first["carol"]["count"] == 1 and first["carol"]["amounts"][0]["value"] == "200.00"

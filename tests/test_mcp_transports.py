@@ -100,7 +100,7 @@ async def test_a_sales_workflow_then_another_member_cannot_see_the_owner_only_de
             "type": "call", "subject": "Pricing call", "deal_id": deal["id"]}))
         note = data(await bob.call_tool("add_note", {"body": "Wants a 3-year term.", "deal_id": deal["id"]}))
         again = data(await bob.call_tool("get_deal", {"deal_id": deal["id"]}))
-        summary = data(await bob.call_tool("pipeline_summary", {}))
+        (summary,) = data(await bob.call_tool("pipeline_summary", {}))["result"]
     assert (moved["stage_id"], moved["version"]) == (str(stages[1]), 2)
     assert (activity["deal_id"], note["deal_id"]) == (deal["id"], deal["id"])
     assert (again["deal"]["title"], again["stage"]["id"], again["person"]["name"]) == (

@@ -7,8 +7,10 @@ from typing import Annotated
 from uuid import UUID
 
 import pycountry
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from services.kernel.errors import Invalid
+from services.kernel.pagination import NEWEST_FIRST, Order
 from services.kernel.records import Visibility
 from services.kernel.schemas import Input, OwnedInput, RecordFilter
 
@@ -87,6 +89,75 @@ class DealFilter(RecordFilter):
     status: DealStatus | None = Field(None, description="Only deals with this status.")
     person_id: UUID | None = Field(None, description="Only deals with this contact person.")
     organization_id: UUID | None = Field(None, description="Only deals with this organization.")
+    closed_after: date | None = Field(None, description="Won or lost on or after this day (UTC).")
+    closed_before: date | None = Field(None, description="Won or lost on or before this day (UTC).")
+    value_min: Money | None = Field(None, description="Value at least this.")
+    value_max: Money | None = Field(None, description="Value at most this.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DealFilter:
+        """Invalid (not a pydantic error) names the field on every surface."""
+        if self.closed_after and self.closed_before and self.closed_after > self.closed_before:
+            raise Invalid(f"closed_after ({self.closed_after}) is after closed_before ({self.closed_before})",
+                          field="closed_after")
+        if self.value_min is not None and self.value_max is not None and self.value_min > self.value_max:
+            raise Invalid(f"value_min ({self.value_min}) is more than value_max ({self.value_max})",
+                          field="value_min")
+        if self.status is DealStatus.OPEN and (self.closed_after or self.closed_before):
+            raise Invalid("open deals have no close date: with closed_after or closed_before, ask for status won,"
+                          " lost or either (no status)", field="status")
+        return self
+
+
+class DealSort(StrEnum):
+    """The orders a deal list comes in; each breaks ties by id, and deals without an expected close date come
+    last either way."""
+
+    CREATED_DESC = "created_desc"
+    CREATED_ASC = "created_asc"
+    UPDATED_DESC = "updated_desc"
+    UPDATED_ASC = "updated_asc"
+    VALUE_DESC = "value_desc"
+    VALUE_ASC = "value_asc"
+    EXPECTED_CLOSE_ASC = "expected_close_asc"
+    EXPECTED_CLOSE_DESC = "expected_close_desc"
+
+    @property
+    def order(self) -> Order:
+        return _ORDERS[self]
+
+
+# value_cents and close_day_asc/_desc are generated columns for these orders (their migration says why); a deal
+# without an expected close date has the largest day number in each direction.
+_ORDERS = {
+    DealSort.CREATED_DESC: NEWEST_FIRST,
+    DealSort.CREATED_ASC: Order("created_asc", "created_at", datetime, descending=False),
+    DealSort.UPDATED_DESC: Order("updated_desc", "updated_at", datetime, descending=True),
+    DealSort.UPDATED_ASC: Order("updated_asc", "updated_at", datetime, descending=False),
+    DealSort.VALUE_DESC: Order("value_desc", "value_cents", int, descending=True),
+    DealSort.VALUE_ASC: Order("value_asc", "value_cents", int, descending=False),
+    DealSort.EXPECTED_CLOSE_ASC: Order("expected_close_asc", "close_day_asc", int, descending=False),
+    DealSort.EXPECTED_CLOSE_DESC: Order("expected_close_desc", "close_day_desc", int, descending=True),
+}
+
+
+class DealBrief(BaseModel):
+    """A deal as a list shows it: what tells deals apart, with the names of its relations (null when the caller
+    may not see the related record)."""
+
+    id: UUID = Field(description="Deal id.")
+    title: str = Field(description="Deal title.")
+    value: Decimal = Field(description="Deal value in `currency`.")
+    currency: str = Field(description="ISO 4217 currency code.")
+    status: DealStatus = Field(description="open, won or lost.")
+    stage: str | None = Field(description="Stage name.")
+    pipeline: str | None = Field(description="Pipeline name.")
+    person: str | None = Field(description="Contact person's name.")
+    organization: str | None = Field(description="Organization name.")
+    owner: str | None = Field(description="Owner's name.")
+    expected_close_date: date | None = Field(description="Expected close date.")
+    closed_at: datetime | None = Field(description="When it was won or lost; null while open.")
+    updated_at: datetime = Field(description="When it last changed.")
 
 
 class StageChange(BaseModel):

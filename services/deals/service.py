@@ -8,7 +8,16 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from services.deals.schemas import Deal, DealCreate, DealFilter, DealStatus, DealUpdate, StageChange
+from services.deals.schemas import (
+    Deal,
+    DealBrief,
+    DealCreate,
+    DealFilter,
+    DealSort,
+    DealStatus,
+    DealUpdate,
+    StageChange,
+)
 from services.kernel import idempotency, records
 from services.kernel.attachments import check_links
 from services.kernel.errors import Invalid, NotFound
@@ -61,21 +70,73 @@ async def get_many(uow: UnitOfWork, deal_ids: builtins.list[UUID]) -> builtins.l
     return [_deal(r) for r in rows]
 
 
-@requires(Perm.DEALS_READ)
-async def list(
-    uow: UnitOfWork, filter: DealFilter | None = None, page: PageRequest | None = None
-) -> Page[Deal]:
-    f = filter or DealFilter()
+# A brief's names come from left joins read as the caller: a related record RLS hides joins no row (a null name).
+_BRIEF_SELECT = (
+    "t.*, s.name as stage, pl.name as pipeline, p.name as person,"
+    " o.name as organization, u.display_name as owner"
+)
+_BRIEF_JOIN = (
+    "left join public.stages s on s.id = t.stage_id left join public.pipelines pl on pl.id = t.pipeline_id"
+    " left join public.persons p on p.id = t.person_id left join public.organizations o on o.id = t.organization_id"
+    " left join public.user_profiles u on u.id = t.owner_id"
+)
+_CENTS = 100
+
+
+def _conditions(f: DealFilter) -> tuple[builtins.list[str], builtins.list[Any]]:
     where, params = filter_conditions(f)
     for column in ("pipeline_id", "stage_id", "status", "person_id", "organization_id"):
         value = getattr(f, column)
         if value is not None:
             where.append(f"t.{column} = %s")
             params.append(value)
+    # closed_at (won_at or lost_at) and value_cents are generated columns, indexed and comparable under RLS.
+    # A day covers the whole UTC day; the bounds are computed in SQL (the day after 9999-12-31 exists there).
+    if f.closed_after is not None:
+        where.append("t.closed_at >= (%s::date)::timestamp at time zone 'UTC'")
+        params.append(f.closed_after)
+    if f.closed_before is not None:
+        where.append("t.closed_at < (%s::date + 1)::timestamp at time zone 'UTC'")
+        params.append(f.closed_before)
+    if f.value_min is not None:
+        where.append("t.value_cents >= %s")
+        params.append(int(f.value_min * _CENTS))
+    if f.value_max is not None:
+        where.append("t.value_cents <= %s")
+        params.append(int(f.value_max * _CENTS))
     text_where, text_params = text_condition(f)
+    return where + text_where, params + text_params
+
+
+@requires(Perm.DEALS_READ)
+async def list(
+    uow: UnitOfWork,
+    filter: DealFilter | None = None,
+    page: PageRequest | None = None,
+    *,
+    sort: DealSort = DealSort.CREATED_DESC,
+) -> Page[Deal]:
+    """Deals matching `filter`, in `sort` order (default: newest first)."""
+    where, params = _conditions(filter or DealFilter())
     return await records.list_page(
-        uow, table="deals", where=where + text_where, params=params + text_params,
-        page=page or PageRequest(), item=_deal, select=_SELECT, joins=_JOIN,
+        uow, table="deals", where=where, params=params, page=page or PageRequest(), item=_deal,
+        select=_SELECT, joins=_JOIN, order=sort.order,
+    )
+
+
+@requires(Perm.DEALS_READ)
+async def list_briefs(
+    uow: UnitOfWork,
+    filter: DealFilter | None = None,
+    page: PageRequest | None = None,
+    *,
+    sort: DealSort = DealSort.CREATED_DESC,
+) -> Page[DealBrief]:
+    """The same list as `list`, each deal as a brief with the names of its relations, read in the same query."""
+    where, params = _conditions(filter or DealFilter())
+    return await records.list_page(
+        uow, table="deals", where=where, params=params, page=page or PageRequest(),
+        item=DealBrief.model_validate, select=_BRIEF_SELECT, joins=_BRIEF_JOIN, order=sort.order,
     )
 
 

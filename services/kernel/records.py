@@ -11,7 +11,7 @@ from uuid import UUID
 from psycopg import sql
 
 from services.kernel.errors import Conflict, Forbidden, NotFound
-from services.kernel.pagination import Page, PageRequest, build_page, keyset
+from services.kernel.pagination import NEWEST_FIRST, Order, Page, PageRequest, build_page, keyset
 from services.kernel.uow import Row, UnitOfWork
 
 T = TypeVar("T")
@@ -173,14 +173,16 @@ async def list_page(
     item: Callable[[Row], T],
     select: str = "t.*",
     joins: str = "",
+    order: Order = NEWEST_FIRST,
 ) -> Page[T]:
-    """One filtered, keyset-paginated page (alias `t`) plus the filter's total count."""
+    """One filtered, keyset-paginated page (alias `t`, read in `order`) plus the filter's total count. The
+    selected columns include the order's key; `joins` only add columns (left joins), so the count skips them."""
     conditions = " and ".join(where) or "true"
-    from_clause = f"from public.{table} t {joins} where {conditions}"
-    count = await uow.one(f"select count(*) as n {from_clause}", params)
-    after_sql, after_params = keyset("t", page)
+    count = await uow.one(f"select count(*) as n from public.{table} t where {conditions}", params)
+    after_sql, after_params = keyset("t", page, order)
     rows = await uow.all(
-        f"select {select} {from_clause} and {after_sql} order by t.created_at desc, t.id desc limit %s",
+        f"select {select} from public.{table} t {joins} where {conditions} and {after_sql}"
+        f" order by {order.order_by()} limit %s",
         [*params, *after_params, page.limit + 1],
     )
-    return build_page(rows, page, count["n"] if count else 0, item)
+    return build_page(rows, page, count["n"] if count else 0, item, order)

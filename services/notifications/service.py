@@ -25,7 +25,7 @@ from uuid import UUID
 
 from services.kernel.errors import Forbidden, Invalid, NotFound
 from services.kernel.inputs import utc
-from services.kernel.pagination import Page, PageRequest, decode_cursor, encode_cursor
+from services.kernel.pagination import NEWEST_FIRST, Page, PageRequest, decode_cursor, encode_cursor
 from services.kernel.permissions import requires
 from services.kernel.principal import require_system
 from services.kernel.uow import Row, UnitOfWork
@@ -56,7 +56,7 @@ def _reader(uow: UnitOfWork) -> UUID:
 
 def cursor(item: Notification) -> str:
     """The inbox position of `item`, for `after`: its read state, then the shared cursor of its time and id."""
-    return f"{_READ if item.read_at is not None else _UNREAD}.{encode_cursor(item.created_at, item.id)}"
+    return f"{_READ if item.read_at is not None else _UNREAD}.{encode_cursor(NEWEST_FIRST, item.created_at, item.id)}"
 
 
 def _position(after: str) -> tuple[bool, datetime, UUID]:
@@ -93,7 +93,7 @@ async def list(uow: UnitOfWork, page: PageRequest | None = None, *, unread_only:
         next_cursor=cursor(items[-1]) if has_next else None,
         has_next=has_next,
         total=counted["total"] if counted else 0,
-    )
+    ).positioned([cursor(item) for item in items])
 
 
 @requires(None)
