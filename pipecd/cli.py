@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from pipecd import runtime
 from pipecd.accounts import create_local_user, create_supabase_user, grant_access
 from pipecd.database import migrations
+from pipecd.database.embedded import DidNotStart
 from pipecd.settings import Settings, get_settings
 from services.kernel.permissions import Role, Scope
 
@@ -36,7 +37,7 @@ class _Commands(TyperGroup):
                     return super().invoke(ctx)
                 finally:
                     _resources.reset(token)
-        except runtime.SetupError as exc:
+        except (runtime.SetupError, DidNotStart) as exc:
             _fail(str(exc))
         except psycopg.OperationalError as exc:
             lines = str(exc).strip().splitlines() or [type(exc).__name__]

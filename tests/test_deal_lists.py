@@ -202,7 +202,7 @@ def test_contradicting_filters_are_refused_with_the_field(fields, message, field
 # Through MCP -------------------------------------------------------------------------------------------
 
 
-async def test_the_biggest_open_deal_in_one_call_with_the_names_a_model_needs(db, company, actors, admin):
+async def test_the_biggest_open_deal_in_one_call_with_the_names_and_contact_a_model_needs(db, company, actors, admin):
     await closed_deals(actors, company, admin)
     async with actors.uow("bob") as uow:
         org = await contacts.create_organization(uow, OrganizationCreate(name="Initech"))
@@ -220,8 +220,8 @@ async def test_the_biggest_open_deal_in_one_call_with_the_names_a_model_needs(db
     assert got == {
         "items": [{
             "id": str(big.id), "title": "Initech renewal", "value": "9000.00", "currency": "EUR", "status": "open",
-            "stage": "Proposal", "pipeline": "Sales", "person": "Peter Gibbons", "organization": "Initech",
-            "owner": "Bob", "expected_close_date": "2027-03-01", "closed_at": None,
+            "stage": "Proposal", "pipeline": "Sales", "person": "Peter Gibbons", "person_id": str(person.id),
+            "organization": "Initech", "owner": "Bob", "expected_close_date": "2027-03-01", "closed_at": None,
             "updated_at": got["items"][0]["updated_at"],
         }],
         "next_cursor": got["next_cursor"], "has_next": True, "total": 2, "truncated": False,
@@ -269,7 +269,7 @@ async def test_mcp_pages_each_sort_exactly_and_refuses_a_cursor_of_another_sort(
 
     assert error_text(mixed) == (
         "[invalid] this cursor continues the expected_close_desc order, not created_desc: page with the sort it came"
-        " from, or leave the cursor out to start again (field: after)")
+        " from, or leave the cursor out to start again (field: cursor)")
     assert error_text(bad) == "[invalid] value_min (5) is more than value_max (1) (field: value_min)"
     assert "greater than or equal to 0" in error_text(negative) and "value_min" in error_text(negative)
     assert error_text(unknown).startswith("[invalid]") and "sort" in error_text(unknown)
@@ -312,8 +312,9 @@ async def test_a_page_of_25_brief_deals_stays_small(db, company, actors):
         page = (await client.call_tool("list_deals", {})).structured_content
 
     assert len(page["items"]) == 25 and page["truncated"] is False
-    # 8,960 characters here: about 360 a deal, half of what the same page of full deals takes (16,500)
-    assert len(json.dumps(page, separators=(",", ":"))) < 9500
+    # 10,235 characters here: about 410 a deal (the contact's id included), well under what the same page of full
+    # deals takes (16,500)
+    assert len(json.dumps(page, separators=(",", ":"))) < 10_500
 
 
 # Pipeline summaries ------------------------------------------------------------------------------------
@@ -426,7 +427,7 @@ async def test_graphql_filters_and_refuses_a_cursor_of_another_sort(api, actors,
         " the cursor out to start again", {"code": "BAD_USER_INPUT", "field": "after"})
     ((error,),) = [backwards["errors"]]
     assert (error["message"], error["extensions"]) == (
-        "closed_after (2026-09-30) is after closed_before (2026-07-01)",
+        "closedAfter (2026-09-30) is after closedBefore (2026-07-01)",
         {"code": "BAD_USER_INPUT", "field": "closedAfter"})
 
 

@@ -62,6 +62,18 @@ def test_embedded_server_keeps_data_and_port_across_restarts(state_dir: Path):
         assert conn.execute("select v from kept").fetchone() == ("still here",)
 
 
+def test_a_server_that_cannot_start_says_why_in_one_line(state_dir: Path):
+    server = EmbeddedPostgres(state_dir / "pgdata")
+    with pytest.raises(RuntimeError) as failed:
+        server.start(settings={"shared_buffers": "plenty"})
+    message = str(failed.value)
+    assert message.startswith("embedded Postgres did not start (")
+    assert 'invalid value for parameter "shared_buffers": "plenty"' in message
+    assert message.endswith(f"; see {server.data_dir / 'server.log'}")
+    assert "\n" not in message
+    assert server.status().running is False
+
+
 def test_db_commands_manage_the_embedded_server(state_dir: Path, monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("PIPECD_STATE_DIR", str(state_dir))

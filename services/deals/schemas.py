@@ -153,6 +153,7 @@ class DealBrief(BaseModel):
     stage: str | None = Field(description="Stage name.")
     pipeline: str | None = Field(description="Pipeline name.")
     person: str | None = Field(description="Contact person's name.")
+    person_id: UUID | None = Field(description="Contact person's id (to log an activity with them).")
     organization: str | None = Field(description="Organization name.")
     owner: str | None = Field(description="Owner's name.")
     expected_close_date: date | None = Field(description="Expected close date.")
