@@ -23,6 +23,9 @@ insert into private.currencies (code) values
   ('XAF'), ('XAG'), ('XAU'), ('XBA'), ('XBB'), ('XBC'), ('XBD'), ('XCD'), ('XCG'), ('XDR'), ('XOF'), ('XPD'),
   ('XPF'), ('XPT'), ('XSU'), ('XTS'), ('XUA'), ('XXX'), ('YER'), ('ZAR'), ('ZMW'), ('ZWG');
 
+-- Reference data the system reads like every other table (a GDPR erasure verifies every table it can see).
+grant select on private.currencies to service_role;
+
 alter table public.deals
   add constraint deals_currency_known foreign key (currency) references private.currencies (code) not valid;
 
