@@ -25,12 +25,12 @@ LONG = "acme " * 2000  # 10,000 characters
 
 @pytest.fixture
 def searches(monkeypatch) -> list[str]:
-    """The search statements the app sends (the trigram match is what costs)."""
+    """The search statements the app sends (its trigram matching, in private.search_candidates, is what costs)."""
     sent: list[str] = []
     execute = UnitOfWork._execute
 
     async def spy(self: UnitOfWork, query: str, params: Any) -> Any:
-        if "word_similarity" in query:
+        if "search_candidates" in query:
             sent.append(query)
         return await execute(self, query, params)
 
