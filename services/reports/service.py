@@ -120,6 +120,14 @@ def _period(since: date | None, until: date | None) -> Period:
     return Period(since=since, until=until)
 
 
+def _checked(since: date | None, until: date | None, stale_days: int, stale_limit: int) -> Period:
+    """The summary's period, once its arguments are known to be in range."""
+    period = _period(since, until)
+    _check_range("stale_days", stale_days, MAX_STALE_DAYS)
+    _check_range("stale_limit", stale_limit, MAX_STALE_LIMIT)
+    return period
+
+
 def _check_range(name: str, value: int, high: int) -> None:
     if not 1 <= value <= high:
         raise Invalid(f"{name} must be between 1 and {high}", field=name)
@@ -138,9 +146,7 @@ async def pipeline_summary(
     """A pipeline at a glance: open deals per stage with value and weighted value per currency, deals won and
     lost in the period (default: the last 30 days), and the open deals untouched for `stale_days`.
     Counts only the deals the caller may see. Default pipeline: the first in display order."""
-    period = _period(since, until)
-    _check_range("stale_days", stale_days, MAX_STALE_DAYS)
-    _check_range("stale_limit", stale_limit, MAX_STALE_LIMIT)
+    period = _checked(since, until, stale_days, stale_limit)
     pipeline: Pipeline = (
         await pipelines.default_pipeline(uow) if pipeline_id is None else await pipelines.get(uow, pipeline_id)
     )
@@ -160,9 +166,7 @@ async def pipeline_summaries(
 ) -> list[PipelineSummary]:
     """`pipeline_summary` of the pipeline `pipeline_id`, else of every pipeline in display order, all computed
     together (three queries however many pipelines there are)."""
-    period = _period(since, until)
-    _check_range("stale_days", stale_days, MAX_STALE_DAYS)
-    _check_range("stale_limit", stale_limit, MAX_STALE_LIMIT)
+    period = _checked(since, until, stale_days, stale_limit)
     of = await pipelines.list(uow) if pipeline_id is None else [await pipelines.get(uow, pipeline_id)]
     return await _summaries(uow, of, period, stale_days, stale_limit)
 
