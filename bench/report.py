@@ -88,7 +88,44 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def render(report: dict[str, Any]) -> str:
+def before_and_after(report: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """PipeCD's figures in `baseline` (an earlier run of this benchmark, e.g. before a change) against this run's,
+    with each run's own ratio to PostGraphile (or to the SQL floor), measured in that run."""
+    lines = ["", "## Before and after", "",
+             f"Before: the run of {baseline['started']}; after: this run. Each ratio is to PostGraphile (or, where "
+             "PostGraphile has no such request, to the SQL floor) in the same run.", "",
+             "| deals | request | c | PipeCD before | PipeCD after | ratio before | ratio after |",
+             "|---|---|---|---|---|---|---|"]
+    for deals, data in sorted(report["scales"].items(), key=lambda kv: int(kv[0])):
+        old = baseline["scales"].get(deals)
+        if old is None:
+            continue
+        for scenario, label in LABELS.items():
+            for level in ("c1", "c16"):
+                key = "p50_ms" if level == "c1" else "throughput_rps"
+                unit = " ms" if level == "c1" else " req/s"
+                before = _figure(old["summary"], scenario, "pipecd", level, key)
+                after = _figure(data["summary"], scenario, "pipecd", level, key)
+                if before is None and after is None:
+                    continue
+                peer = "postgraphile" if _figure(data["summary"], scenario, "postgraphile", level, key) else "floor"
+                ratios = [_ratio(_figure(run["summary"], scenario, "pipecd", level, key),
+                                 _figure(run["summary"], scenario, peer, level, key)) for run in (old, data)]
+                lines.append(
+                    f"| {int(deals):,} | {label} | {level[1:]} | {'—' if before is None else f'{before}{unit}'} | "
+                    f"{'—' if after is None else f'{after}{unit}'} | "
+                    + " | ".join("—" if r is None else f"{r}× {NAMES[peer]}" for r in ratios) + " |")
+        statements = ", ".join(
+            f"{scenario} {old['statements_per_request'].get(scenario, {}).get('pipecd', '—')} → {per.get('pipecd')}"
+            for scenario, per in data["statements_per_request"].items())
+        lines.append(f"| {int(deals):,} | statements per request | | | {statements} | | |")
+        lines.append(f"| {int(deals):,} | cold start | | {old['cold_start_s']} s | {data['cold_start_s']} s | | |")
+        lines.append(f"| {int(deals):,} | peak RSS | | {old['peak_rss_mb'].get('pipecd')} MB | "
+                     f"{data['peak_rss_mb'].get('pipecd')} MB | | |")
+    return lines
+
+
+def render(report: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     m = report["machine"]
     lines = [
         "# PipeCD side by side: PostGraphile 5 and hand-written SQL over HTTP",
@@ -126,6 +163,8 @@ def render(report: dict[str, Any]) -> str:
             totals = {k: sum(o["rows_written"] for o in v["c16"]) for k, v in created.items()}
             lines.append("Deals created, counted in the database after each run (equal to the successful requests, "
                          "or the run fails): " + ", ".join(f"{NAMES[k]} {n}" for k, n in totals.items()) + ".")
+    if baseline is not None:
+        lines += before_and_after(report, baseline)
     lines += ["", "## Targets", "", "| target | measured | |", "|---|---|---|"]
     lines += [f"| {t} | {m_} | {v} |" for t, m_, v in targets(report)]
     return "\n".join(lines) + "\n"

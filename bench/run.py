@@ -381,9 +381,12 @@ def machine() -> dict[str, Any]:
             "os": platform.platform(), "python": platform.python_version(), "node": node}
 
 
-def run(scales: list[int], rounds: int, seconds: float, output: Path) -> dict[str, Any]:
+def run(scales: list[int], rounds: int, seconds: float, output: Path, baseline: Path | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"machine": machine(), "started": datetime.now(UTC).isoformat(timespec="seconds"),
                               "rounds": rounds, "seconds_per_measurement": seconds, "member": MEMBER, "scales": {}}
+    if baseline is not None:
+        report["baseline"] = str(baseline.resolve().relative_to(ROOT) if baseline.resolve().is_relative_to(ROOT)
+                                 else baseline)
     for deals in scales:
         print(f"== {deals} deals", flush=True)
         scale = Scale(deals, BENCH / ".state" / str(deals))
@@ -415,7 +418,8 @@ def run(scales: list[int], rounds: int, seconds: float, output: Path) -> dict[st
 def markdown(report: dict[str, Any]) -> str:
     from bench.report import render
 
-    return render(report)
+    baseline = report.get("baseline")
+    return render(report, json.loads((ROOT / baseline).read_text()) if baseline else None)
 
 
 def main() -> None:
@@ -426,6 +430,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per system and level")
     parser.add_argument("--smoke", action="store_true", help="a tiny run that checks the harness (200 deals)")
     parser.add_argument("--output", type=Path, default=BENCH / "results")
+    parser.add_argument("--baseline", type=Path, help="an earlier run's JSON: adds a before-and-after table")
     args = parser.parse_args()
     if not NODE.exists() or shutil.which(str(NODE)) is None:
         raise SystemExit("PostGraphile is not installed: run scripts/bench.sh (it installs it into bench/postgraphile)")
@@ -434,7 +439,7 @@ def main() -> None:
         scales.append(1_000_000)
     if args.smoke:
         scales, args.rounds, args.seconds = [200], 1, 0.5
-    run(scales, args.rounds, args.seconds, args.output)
+    run(scales, args.rounds, args.seconds, args.output, args.baseline)
 
 
 if __name__ == "__main__":

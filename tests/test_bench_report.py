@@ -61,3 +61,15 @@ def test_the_markdown_carries_the_machine_the_tables_and_the_verdicts():
             " | — |") in text
     assert "Deals created, counted in the database after each run" in text
     assert "| RSS < 250 MB under load (100,000 deals) | 251 MB | missed |" in text
+
+
+def test_a_baseline_adds_before_and_after_with_each_runs_own_ratio():
+    before = {**REPORT, "started": "2026-11-30T00:00:00+00:00", "scales": {"100000": scale(40.0, 30, 180, 4.5)}}
+    text = render(REPORT, before)
+    assert "Before: the run of 2026-11-30T00:00:00+00:00; after: this run." in text
+    assert ("| 100,000 | deals page (50, with stage, person, organization, owner) | 1 | 40.0 ms | 8.0 ms | "
+            "10.0× PostGraphile 5 | 2.0× PostGraphile 5 |") in text
+    assert "| 100,000 | createDeal (audit, outbox, stage history) | 16 | 480.0 req/s | 480.0 req/s | 0.6× SQL over HTTP" \
+           " | 0.6× SQL over HTTP |" in text
+    assert "| 100,000 | cold start | | 4.5 s | 0.99 s | | |" in text
+    assert "1,000,000 | deals page" not in text.split("## Before and after")[1].split("## Targets")[0]
