@@ -58,6 +58,10 @@ class Call:
     confirmations: Confirmations
     context: Context[Any, Any] | None = None  # the SDK's request context (elicitation, protocol version)
     links: list[ResourceLink] = field(default_factory=list)  # links to the records the result is about
+    # Records the call as `ok` in the tool's own transaction (set by the server); `recorded` once that committed,
+    # so the server need not open a transaction of its own for it.
+    record_ok: Callable[[UnitOfWork], Awaitable[None]] | None = None
+    recorded: bool = False
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         return self.db.unit_of_work(self.caller)
@@ -220,10 +224,15 @@ def bind(tool: CrmTool) -> Bound:
             if takes_uow:
                 async with current.unit_of_work() as uow:
                     result = await tool.fn(uow, **call, **arguments)
+                    published = returned.validate_python(as_data(result))
+                    if current.record_ok is not None:
+                        await current.record_ok(uow)
+                current.recorded = current.record_ok is not None
             else:
                 result = await tool.fn(**call, **arguments)
+                published = returned.validate_python(as_data(result))
             current.links.extend(links_for(result))
-            return returned.validate_python(as_data(result))
+            return published
         except ToolError:
             raise
         except Invalid as exc:

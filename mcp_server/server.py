@@ -48,7 +48,7 @@ from services.kernel.errors import ServiceError, Unavailable
 from services.kernel.pagination import Page
 from services.kernel.principal import Principal
 from services.kernel.ratelimit import RateLimit
-from services.kernel.uow import Database
+from services.kernel.uow import Database, UnitOfWork
 
 log = logging.getLogger("pipecd.mcp")
 
@@ -171,7 +171,13 @@ class CrmServer(MCPServer[Any]):
         except ServiceError as exc:  # refused before anything ran (over the limit, ...): nothing to record
             raise tool_error(exc, None) from exc
         outcome = "ok"
-        call = Call(caller, self._db, frozenset(arguments), self._confirmations, context)
+        digest = arguments_sha256(arguments)
+
+        async def record_ok(uow: UnitOfWork) -> None:
+            await audit.record_tool_call(uow, name, digest, "ok")
+
+        call = Call(caller, self._db, frozenset(arguments), self._confirmations, context,
+                    record_ok=record_ok if name in self._crm_tools else None)
         token = current_call.set(call)
         try:
             if (ready := self._crm_tools.get(name)) is not None:
@@ -193,12 +199,14 @@ class CrmServer(MCPServer[Any]):
         finally:
             current_call.reset(token)
             try:
-                async with self._db.unit_of_work(caller) as uow:
-                    if name in self._crm_tools:
-                        await audit.record_tool_call(uow, name, arguments_sha256(arguments), outcome)
-                    else:  # a name made up by the client is not an operation: recorded as such, cut short
-                        await audit.record_tool_call(uow, UNKNOWN_TOOL, arguments_sha256(arguments), outcome,
-                                                     requested=name[:NAME_KEPT])
+                # A call that succeeded in a transaction of its own was recorded there (unless it failed after).
+                if not (call.recorded and outcome == "ok"):
+                    async with self._db.unit_of_work(caller) as uow:
+                        if name in self._crm_tools:
+                            await audit.record_tool_call(uow, name, digest, outcome)
+                        else:  # a name made up by the client is not an operation: recorded as such, cut short
+                            await audit.record_tool_call(uow, UNKNOWN_TOOL, digest, outcome,
+                                                         requested=name[:NAME_KEPT])
             except Unavailable:
                 # An overloaded database must not turn the call's own answer into a protocol error.
                 log.error("tool call %s by %s not recorded: %s", name, caller.user_id, outcome, exc_info=True)
