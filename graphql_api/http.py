@@ -20,7 +20,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET
 
-from graphql_api.context import Authenticate, AuthenticationFailed, context_getter
+from graphql_api.context import AuthenticationFailed, OpenSession, context_getter
 from graphql_api.schema import Limits, build_schema
 from services.kernel.errors import RateLimited, Unavailable
 from services.kernel.uow import Database
@@ -228,7 +228,7 @@ def _refusal(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 def install(
-    app: FastAPI, db: Database, authenticate: Authenticate, *, limits: Limits | None = None, production: bool = False
+    app: FastAPI, db: Database, open_session: OpenSession, *, limits: Limits | None = None, production: bool = False
 ) -> None:
     """Mount /graphql on `app`: GraphiQL and introspection only outside production."""
     limits = limits or Limits()
@@ -236,7 +236,7 @@ def install(
         build_schema(limits, introspection=not production),
         path=PATH,
         graphql_ide=None if production else "graphiql",
-        context_getter=context_getter(db, authenticate),
+        context_getter=context_getter(db, open_session),
         allow_queries_via_get=False,
     )
     # No subscriptions, so no websocket endpoint: the router's own one ran our context getter, which only knows

@@ -239,38 +239,38 @@ class Mutation:
     async def create_team(self, info: strawberry.Info, name: str) -> TeamType:
         async with info.context.write() as uow:
             team = await users.create_team(uow, TeamCreate(name=name))
-        return TeamType.from_pydantic(team)
+        return team
 
     @strawberry.mutation(description="Add a user to a team (needs USERS_MANAGE). Adding a member again changes "
                          "nothing.")
     async def add_team_member(self, info: strawberry.Info, team_id: UUID, user_id: UUID) -> TeamType:
         async with info.context.write() as uow:
             team = await users.add_team_member(uow, team_id, user_id)
-        return TeamType.from_pydantic(team)
+        return team
 
     @strawberry.mutation(description="Remove a user from a team (needs USERS_MANAGE).")
     async def remove_team_member(self, info: strawberry.Info, team_id: UUID, user_id: UUID) -> TeamType:
         async with info.context.write() as uow:
             team = await users.remove_team_member(uow, team_id, user_id)
-        return TeamType.from_pydantic(team)
+        return team
 
     @strawberry.mutation(description="Grant a role to a user (needs USERS_MANAGE).")
     async def grant_role(self, info: strawberry.Info, user_id: UUID, role: Role) -> UserType:
         async with info.context.write() as uow:
             user = await users.grant_role(uow, user_id, role)
-        return UserType.from_pydantic(user)
+        return user
 
     @strawberry.mutation(description="Revoke a role from a user (needs USERS_MANAGE).")
     async def revoke_role(self, info: strawberry.Info, user_id: UUID, role: Role) -> UserType:
         async with info.context.write() as uow:
             user = await users.revoke_role(uow, user_id, role)
-        return UserType.from_pydantic(user)
+        return user
 
     @strawberry.mutation(description="Change a display name or avatar: your own, or anyone's with USERS_MANAGE.")
     async def update_profile(self, info: strawberry.Info, user_id: UUID, input: ProfileUpdateInput) -> UserType:
         async with info.context.write() as uow:
             user = await users.update_profile(uow, user_id, input.to_pydantic())
-        return UserType.from_pydantic(user)
+        return user
 
     # Pipelines and stages (admins) ------------------------------------------------------------------------
 
@@ -278,7 +278,7 @@ class Mutation:
     async def create_pipeline(self, info: strawberry.Info, input: PipelineCreateInput) -> PipelineType:
         async with info.context.write() as uow:
             pipeline = await pipelines.create(uow, input.to_pydantic())
-        return PipelineType.from_pydantic(pipeline)
+        return pipeline
 
     @strawberry.mutation(description="Rename a pipeline or change its display order (needs PIPELINES_MANAGE).")
     async def update_pipeline(
@@ -287,7 +287,7 @@ class Mutation:
     ) -> PipelineType:
         async with info.context.write() as uow:
             pipeline = await pipelines.update(uow, id, input.to_pydantic(), expected_version=expected_version)
-        return PipelineType.from_pydantic(pipeline)
+        return pipeline
 
     @strawberry.mutation(description="Delete a pipeline and its stages; refused while deals are in it.")
     async def delete_pipeline(self, info: strawberry.Info, id: UUID) -> DeleteResult:
@@ -299,7 +299,7 @@ class Mutation:
     async def create_stage(self, info: strawberry.Info, pipeline_id: UUID, input: StageCreateInput) -> StageType:
         async with info.context.write() as uow:
             stage = await pipelines.create_stage(uow, pipeline_id, input.to_pydantic())
-        return StageType.from_pydantic(stage)
+        return stage
 
     @strawberry.mutation(description="Rename a stage or change its win probability.")
     async def update_stage(
@@ -308,7 +308,7 @@ class Mutation:
     ) -> StageType:
         async with info.context.write() as uow:
             stage = await pipelines.update_stage(uow, id, input.to_pydantic(), expected_version=expected_version)
-        return StageType.from_pydantic(stage)
+        return stage
 
     @strawberry.mutation(description="Delete a stage; its deals stay in the pipeline with no stage.")
     async def delete_stage(self, info: strawberry.Info, id: UUID) -> DeleteResult:
@@ -320,7 +320,7 @@ class Mutation:
     async def reorder_stages(self, info: strawberry.Info, pipeline_id: UUID, stage_ids: list[UUID]) -> PipelineType:
         async with info.context.write() as uow:
             pipeline = await pipelines.reorder_stages(uow, pipeline_id, stage_ids)
-        return PipelineType.from_pydantic(pipeline)
+        return pipeline
 
     # Activities -------------------------------------------------------------------------------------------
 
@@ -331,7 +331,7 @@ class Mutation:
     ) -> ActivityType:
         async with info.context.write() as uow:
             activity = await activities.create(uow, input.to_pydantic(), idempotency_key=idempotency_key)
-        return ActivityType.from_pydantic(activity)
+        return activity
 
     @strawberry.mutation(description="Change an activity's fields (fields left out stay as they are). "
                        "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
@@ -341,7 +341,7 @@ class Mutation:
     ) -> ActivityType:
         async with info.context.write() as uow:
             activity = await activities.update(uow, id, input.to_pydantic(), expected_version=expected_version)
-        return ActivityType.from_pydantic(activity)
+        return activity
 
     @strawberry.mutation(description="Mark an activity done (or, with done: false, not done again). One that "
                        "already is returns unchanged; of concurrent calls exactly one changes it.")
@@ -350,7 +350,7 @@ class Mutation:
     ) -> ActivityType:
         async with info.context.write() as uow:
             activity = await activities.complete(uow, id, done=done, expected_version=expected_version)
-        return ActivityType.from_pydantic(activity)
+        return activity
 
     @strawberry.mutation(description="Delete an activity.")
     async def delete_activity(self, info: strawberry.Info, id: UUID) -> DeleteResult:
@@ -366,7 +366,7 @@ class Mutation:
     ) -> NoteType:
         async with info.context.write() as uow:
             note = await notes.create(uow, input.to_pydantic(), idempotency_key=idempotency_key)
-        return NoteType.from_pydantic(note)
+        return note
 
     @strawberry.mutation(description="Change a note's text or links (fields left out stay as they are). "
                        "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
@@ -375,7 +375,7 @@ class Mutation:
     ) -> NoteType:
         async with info.context.write() as uow:
             note = await notes.update(uow, id, input.to_pydantic(), expected_version=expected_version)
-        return NoteType.from_pydantic(note)
+        return note
 
     @strawberry.mutation(description="Delete a note.")
     async def delete_note(self, info: strawberry.Info, id: UUID) -> DeleteResult:
@@ -391,7 +391,7 @@ class Mutation:
     ) -> LeadType:
         async with info.context.write() as uow:
             lead = await leads.create(uow, input.to_pydantic(), idempotency_key=idempotency_key)
-        return LeadType.from_pydantic(lead)
+        return lead
 
     @strawberry.mutation(description="Change a lead's fields (fields left out stay as they are). "
                        "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
@@ -400,7 +400,7 @@ class Mutation:
     ) -> LeadType:
         async with info.context.write() as uow:
             lead = await leads.update(uow, id, input.to_pydantic(), expected_version=expected_version)
-        return LeadType.from_pydantic(lead)
+        return lead
 
     @strawberry.mutation(description="Archive a lead (out of the inbox, not deleted). An archived lead returns "
                        "unchanged; a converted one is a CONFLICT.")
@@ -409,7 +409,7 @@ class Mutation:
     ) -> LeadType:
         async with info.context.write() as uow:
             lead = await leads.archive(uow, id, expected_version=expected_version)
-        return LeadType.from_pydantic(lead)
+        return lead
 
     @strawberry.mutation(description="Bring an archived lead back to the inbox. An open lead returns unchanged; a "
                        "converted one is a CONFLICT.")
@@ -418,7 +418,7 @@ class Mutation:
     ) -> LeadType:
         async with info.context.write() as uow:
             lead = await leads.unarchive(uow, id, expected_version=expected_version)
-        return LeadType.from_pydantic(lead)
+        return lead
 
     @strawberry.mutation(description="Turn a lead into a deal, finding or creating its person and organization. "
                          "Converting it again returns the same deal and changes nothing.")
@@ -427,7 +427,7 @@ class Mutation:
     ) -> ConversionType:
         async with info.context.write() as uow:
             result = await leads.convert(uow, id, None if input is None else input.to_pydantic())
-        return ConversionType.from_pydantic(result)
+        return result
 
     @strawberry.mutation(description="Delete a lead.")
     async def delete_lead(self, info: strawberry.Info, id: UUID) -> DeleteResult:
@@ -447,7 +447,7 @@ class Mutation:
             person = await contacts.create_person(
                 uow, input.to_pydantic(), force=force, idempotency_key=idempotency_key
             )
-        return PersonType.from_pydantic(person)
+        return person
 
     @strawberry.mutation(description="Change a person's fields (fields left out stay as they are). "
                        "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
@@ -456,7 +456,7 @@ class Mutation:
     ) -> PersonType:
         async with info.context.write() as uow:
             person = await contacts.update_person(uow, id, input.to_pydantic(), expected_version=expected_version)
-        return PersonType.from_pydantic(person)
+        return person
 
     @strawberry.mutation(description="Delete a person; their deals, leads, notes and activities stay, unlinked.")
     async def delete_person(self, info: strawberry.Info, id: UUID) -> DeleteResult:
@@ -474,7 +474,7 @@ class Mutation:
             organization = await contacts.create_organization(
                 uow, input.to_pydantic(), force=force, idempotency_key=idempotency_key
             )
-        return OrganizationType.from_pydantic(organization)
+        return organization
 
     @strawberry.mutation(description="Change an organization's fields (fields left out stay as they are). "
                        "Values equal to the current ones change nothing: no new version, no audit entry, no event.")
@@ -486,7 +486,7 @@ class Mutation:
             organization = await contacts.update_organization(
                 uow, id, input.to_pydantic(), expected_version=expected_version
             )
-        return OrganizationType.from_pydantic(organization)
+        return organization
 
     @strawberry.mutation(description="Delete an organization; its persons, deals and leads stay, unlinked.")
     async def delete_organization(self, info: strawberry.Info, id: UUID) -> DeleteResult:
@@ -503,7 +503,7 @@ class Mutation:
     ) -> DealType:
         async with info.context.write() as uow:
             deal = await deals.create(uow, input.to_pydantic(), idempotency_key=idempotency_key)
-        return DealType.from_pydantic(deal)
+        return deal
 
     @strawberry.mutation(description="Change a deal's fields (stage and status have their own mutations; fields "
                          "left out stay as they are). Values equal to the current ones change nothing: no new "
@@ -514,7 +514,7 @@ class Mutation:
     ) -> DealType:
         async with info.context.write() as uow:
             deal = await deals.update(uow, id, input.to_pydantic(), expected_version=expected_version)
-        return DealType.from_pydantic(deal)
+        return deal
 
     @strawberry.mutation(description="Move a deal to a stage (of another pipeline too, when pipelineId names it). "
                        "A deal already in that stage returns unchanged.")
@@ -526,7 +526,7 @@ class Mutation:
             deal = await deals.move_stage(
                 uow, id, stage_id, pipeline_id=pipeline_id, expected_version=expected_version
             )
-        return DealType.from_pydantic(deal)
+        return deal
 
     @strawberry.mutation(description="Mark a deal won. A won deal returns unchanged (nothing is written); of "
                        "concurrent calls exactly one wins the deal, the others get the won deal.")
@@ -535,7 +535,7 @@ class Mutation:
     ) -> DealType:
         async with info.context.write() as uow:
             deal = await deals.mark_won(uow, id, expected_version=expected_version)
-        return DealType.from_pydantic(deal)
+        return deal
 
     @strawberry.mutation(description="Mark a deal lost; the reason is required. A lost deal returns unchanged, with "
                        "the reason recorded when it was lost (to record another, reopen it and mark it lost again); "
@@ -545,7 +545,7 @@ class Mutation:
     ) -> DealType:
         async with info.context.write() as uow:
             deal = await deals.mark_lost(uow, id, reason, expected_version=expected_version)
-        return DealType.from_pydantic(deal)
+        return deal
 
     @strawberry.mutation(description="Reopen a won or lost deal. An open deal returns unchanged (nothing is "
                        "written); of concurrent calls exactly one reopens it.")
@@ -554,7 +554,7 @@ class Mutation:
     ) -> DealType:
         async with info.context.write() as uow:
             deal = await deals.reopen(uow, id, expected_version=expected_version)
-        return DealType.from_pydantic(deal)
+        return deal
 
     @strawberry.mutation(description="Delete a deal with its stage history; its notes and activities stay, "
                          "unlinked.")
@@ -572,7 +572,7 @@ class Mutation:
     async def request_erasure(self, info: strawberry.Info, person_id: UUID) -> ErasureType:
         async with info.context.write() as uow:
             erasure = await gdpr.request_erasure(uow, person_id)
-        return ErasureType.from_pydantic(erasure)
+        return erasure
 
     # Your notifications -----------------------------------------------------------------------------------
 
@@ -581,7 +581,7 @@ class Mutation:
     async def mark_notification_read(self, info: strawberry.Info, id: UUID) -> NotificationType:
         async with info.context.write() as uow:
             notification = await notifications.mark_read(uow, id)
-        return NotificationType.from_pydantic(notification)
+        return notification
 
     @strawberry.mutation(description="Mark all your unread notifications read; returns how many were unread.")
     async def mark_all_notifications_read(self, info: strawberry.Info) -> int:
@@ -598,4 +598,4 @@ class Mutation:
     ) -> SummaryType:
         async with info.context.write() as uow:
             summary = await summaries.request_summary(uow, subject_type, subject_id)
-        return SummaryType.from_pydantic(summary)
+        return summary

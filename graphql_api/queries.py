@@ -27,6 +27,7 @@ from graphql_api.types import (
     TeamType,
     UserType,
     connection,
+    loaded,
     page_request,
 )
 from services.activities import service as activities
@@ -100,23 +101,23 @@ def _filter(value: Any) -> Any:
 class Query:
     @strawberry.field(description="The caller: profile, roles, teams, token scopes and effective permissions.")
     async def me(self, info: strawberry.Info) -> MeType:
-        return MeType.from_pydantic(await users.whoami(await info.context.read()))
+        return await users.whoami(await info.context.read())
 
     @strawberry.field(description="All users.")
     async def users(self, info: strawberry.Info) -> list[UserType]:
-        return [UserType.from_pydantic(u) for u in await users.list(await info.context.read())]
+        return await users.list(await info.context.read())
 
     @strawberry.field(description="All teams.")
     async def teams(self, info: strawberry.Info) -> list[TeamType]:
-        return [TeamType.from_pydantic(t) for t in await users.list_teams(await info.context.read())]
+        return await users.list_teams(await info.context.read())
 
     @strawberry.field(description="All pipelines with their stages, in display order.")
     async def pipelines(self, info: strawberry.Info) -> list[PipelineType]:
-        return [PipelineType.from_pydantic(p) for p in await pipelines.list(await info.context.read())]
+        return await pipelines.list(await info.context.read())
 
     @strawberry.field(description="One pipeline; null, with a NOT_FOUND error, if it is missing or hidden.")
     async def pipeline(self, info: strawberry.Info, id: UUID) -> PipelineType | None:
-        return PipelineType.from_pydantic(await pipelines.get(await info.context.read(), id))
+        return await pipelines.get(await info.context.read(), id)
 
     @strawberry.field(description="Deals visible to the caller, in `sort` order (default: newest first). A cursor"
                                   " continues only the sort it came from.")
@@ -124,80 +125,82 @@ class Query:
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: DealFilterInput | None = None, sort: DealSort = DealSort.CREATED_DESC,
     ) -> Connection[DealType]:
-        page = await deals.list(await info.context.read(), _filter(filter), page_request(first, after), sort=sort)
-        return connection(page, DealType)
+        page = await deals.list(await info.context.read(), _filter(filter), page_request(info, first, after), sort=sort)
+        return await connection(info, page)
 
     @strawberry.field(description="One deal; null, with a NOT_FOUND error, if it is missing or hidden.")
     async def deal(self, info: strawberry.Info, id: UUID) -> DealType | None:
-        return DealType.from_pydantic(await deals.get(await info.context.read(), id))
+        return await loaded(info, await deals.get(await info.context.read(), id))
 
     @strawberry.field(description="One of your AI summaries (poll it after requestSummary until it is DONE).")
     async def summary(self, info: strawberry.Info, id: UUID) -> SummaryType:
-        return SummaryType.from_pydantic(await summaries.get(await info.context.read(), id))
+        return await summaries.get(await info.context.read(), id)
 
     @strawberry.field(description="Your AI summaries of a record or pipeline, newest first.")
     async def summaries(
         self, info: strawberry.Info, subject_type: SummarySubject, subject_id: UUID, first: int = DEFAULT_LIMIT,
         after: str | None = None,
     ) -> Connection[SummaryType]:
-        page = await summaries.list_for(await info.context.read(), subject_type, subject_id, page_request(first, after))
-        return connection(page, SummaryType)
+        page = await summaries.list_for(await info.context.read(), subject_type, subject_id,
+                                        page_request(info, first, after))
+        return await connection(info, page)
 
     @strawberry.field(description="Persons visible to the caller, newest first.")
     async def persons(
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: PersonFilterInput | None = None,
     ) -> Connection[PersonType]:
-        page = await contacts.list_persons(await info.context.read(), _filter(filter), page_request(first, after))
-        return connection(page, PersonType)
+        page = await contacts.list_persons(await info.context.read(), _filter(filter), page_request(info, first, after))
+        return await connection(info, page)
 
     @strawberry.field(description="One person; null, with a NOT_FOUND error, if it is missing or hidden.")
     async def person(self, info: strawberry.Info, id: UUID) -> PersonType | None:
-        return PersonType.from_pydantic(await contacts.get_person(await info.context.read(), id))
+        return await loaded(info, await contacts.get_person(await info.context.read(), id))
 
     @strawberry.field(description="Organizations visible to the caller, newest first.")
     async def organizations(
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: OrganizationFilterInput | None = None,
     ) -> Connection[OrganizationType]:
-        page = await contacts.list_organizations(await info.context.read(), _filter(filter), page_request(first, after))
-        return connection(page, OrganizationType)
+        page = await contacts.list_organizations(await info.context.read(), _filter(filter),
+                                                 page_request(info, first, after))
+        return await connection(info, page)
 
     @strawberry.field(description="One organization; null, with a NOT_FOUND error, if it is missing or hidden.")
     async def organization(self, info: strawberry.Info, id: UUID) -> OrganizationType | None:
-        return OrganizationType.from_pydantic(await contacts.get_organization(await info.context.read(), id))
+        return await loaded(info, await contacts.get_organization(await info.context.read(), id))
 
     @strawberry.field(description="Leads visible to the caller, newest first.")
     async def leads(
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: LeadFilterInput | None = None,
     ) -> Connection[LeadType]:
-        page = await leads.list(await info.context.read(), _filter(filter), page_request(first, after))
-        return connection(page, LeadType)
+        page = await leads.list(await info.context.read(), _filter(filter), page_request(info, first, after))
+        return await connection(info, page)
 
     @strawberry.field(description="One lead; null, with a NOT_FOUND error, if it is missing or hidden.")
     async def lead(self, info: strawberry.Info, id: UUID) -> LeadType | None:
-        return LeadType.from_pydantic(await leads.get(await info.context.read(), id))
+        return await loaded(info, await leads.get(await info.context.read(), id))
 
     @strawberry.field(description="Activities visible to the caller, newest first.")
     async def activities(
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: ActivityFilterInput | None = None,
     ) -> Connection[ActivityType]:
-        page = await activities.list(await info.context.read(), _filter(filter), page_request(first, after))
-        return connection(page, ActivityType)
+        page = await activities.list(await info.context.read(), _filter(filter), page_request(info, first, after))
+        return await connection(info, page)
 
     @strawberry.field(description="One activity; null, with a NOT_FOUND error, if it is missing or hidden.")
     async def activity(self, info: strawberry.Info, id: UUID) -> ActivityType | None:
-        return ActivityType.from_pydantic(await activities.get(await info.context.read(), id))
+        return await loaded(info, await activities.get(await info.context.read(), id))
 
     @strawberry.field(description="Notes visible to the caller, newest first.")
     async def notes(
         self, info: strawberry.Info, first: int = DEFAULT_LIMIT, after: str | None = None,
         filter: NoteFilterInput | None = None,
     ) -> Connection[NoteType]:
-        page = await notes.list(await info.context.read(), _filter(filter), page_request(first, after))
-        return connection(page, NoteType)
+        page = await notes.list(await info.context.read(), _filter(filter), page_request(info, first, after))
+        return await connection(info, page)
 
     @strawberry.field(description="Find persons, organizations, deals and leads by name, email, domain or title.")
     async def search(
@@ -205,7 +208,7 @@ class Query:
     ) -> list[SearchHitType]:
         with _limit_is_first():
             hits = await search_service.search(await info.context.read(), query, types=types, limit=first)
-        return [SearchHitType.from_pydantic(h) for h in hits]
+        return hits
 
     @strawberry.field(description="The audit trail of one record, newest first (needs AUDIT_READ).")
     async def audit_log(
@@ -213,9 +216,9 @@ class Query:
     ) -> list[AuditEntryType]:
         with _limit_is_first():
             entries = await audit.for_entity(await info.context.read(), entity_type, entity_id, limit=first)
-        return [AuditEntryType.from_pydantic(e) for e in entries]
+        return entries
 
     @strawberry.field(description="One GDPR erasure's progress (needs GDPR_ERASE); null, with a NOT_FOUND error, "
                       "if it is missing.")
     async def erasure(self, info: strawberry.Info, id: UUID) -> ErasureType | None:
-        return ErasureType.from_pydantic(await gdpr.get(await info.context.read(), id))
+        return await gdpr.get(await info.context.read(), id)

@@ -35,6 +35,7 @@ from mcp.types import (
 from pydantic import Field
 
 from mcp_server.errors import prompt_error
+from mcp_server.records import shown_total
 from mcp_server.registry import PrincipalSource
 from mcp_server.resources import (
     DEAL_URI,
@@ -205,7 +206,7 @@ async def pipeline_review_data(uow: UnitOfWork, pipeline: str | None) -> dict[st
     return fit_record({
         "pipelines": as_data(chosen),
         "open_deals": _deals(open_deals.items, PIPELINE_DEAL),
-        "open_deals_total": open_deals.total,
+        "open_deals_total": shown_total(open_deals.total or 0, open_deals.total_capped),
     }, "open_deals")
 
 
@@ -268,7 +269,7 @@ async def _record_ids(uow: UnitOfWork, kind: SearchType, typed: str, *, titled: 
     }
     page = await listing[kind](uow, None, PageRequest(limit=COMPLETIONS))
     values = [value(str(getattr(r, "title", None) or getattr(r, "name", "")), r.id) for r in page.items]
-    return Completion(values=values, total=page.total, has_more=page.has_next)
+    return Completion(values=values, total=None if page.total_capped else page.total, has_more=page.has_next)
 
 
 def _matching(values: list[str], typed: str) -> Completion:

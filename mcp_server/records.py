@@ -17,7 +17,7 @@ from services.contacts import service as contacts
 from services.contacts.schemas import Organization, Person, PersonFilter
 from services.deals import service as deals
 from services.deals.schemas import Deal, DealFilter
-from services.kernel.pagination import PageRequest
+from services.kernel.pagination import Page, PageRequest
 from services.kernel.uow import UnitOfWork
 from services.leads import service as leads
 from services.leads.schemas import Lead
@@ -63,9 +63,9 @@ class DealDetail(Detail):
     person: Person | None
     organization: Organization | None
     recent_notes: list[Note]
-    notes_total: int
+    notes_total: int | str
     open_activities: list[Activity]
-    open_activities_total: int
+    open_activities_total: int | str
 
 
 class PersonDetail(Detail):
@@ -75,11 +75,11 @@ class PersonDetail(Detail):
     person: Person
     organization: Organization | None
     deals: list[Deal]
-    deals_total: int
+    deals_total: int | str
     recent_notes: list[Note]
-    notes_total: int
+    notes_total: int | str
     open_activities: list[Activity]
-    open_activities_total: int
+    open_activities_total: int | str
 
 
 class OrganizationDetail(Detail):
@@ -88,11 +88,11 @@ class OrganizationDetail(Detail):
 
     organization: Organization
     persons: list[Person]
-    persons_total: int
+    persons_total: int | str
     deals: list[Deal]
-    deals_total: int
+    deals_total: int | str
     recent_notes: list[Note]
-    notes_total: int
+    notes_total: int | str
 
 
 class LeadDetail(Detail):
@@ -103,9 +103,18 @@ class LeadDetail(Detail):
     person: Person | None
     organization: Organization | None
     recent_notes: list[Note]
-    notes_total: int
+    notes_total: int | str
     open_activities: list[Activity]
-    open_activities_total: int
+    open_activities_total: int | str
+
+
+def shown_total(total: int, capped: bool) -> int | str:
+    """A count as a model reads it: exact, or "1000+" when counting stopped at 1000."""
+    return f"{total}+" if capped else total
+
+
+def _total(page: Page[Any]) -> int | str:
+    return shown_total(page.total or 0, page.total_capped)
 
 
 def _page() -> PageRequest:
@@ -135,9 +144,9 @@ async def deal_detail(uow: UnitOfWork, deal_id: UUID) -> DealDetail:
         person=await _one_or_none(contacts.get_persons, uow, deal.person_id),
         organization=await _one_or_none(contacts.get_organizations, uow, deal.organization_id),
         recent_notes=recent_notes.items,
-        notes_total=recent_notes.total,
+        notes_total=_total(recent_notes),
         open_activities=open_activities.items,
-        open_activities_total=open_activities.total,
+        open_activities_total=_total(open_activities),
     )
 
 
@@ -150,11 +159,11 @@ async def person_detail(uow: UnitOfWork, person_id: UUID) -> PersonDetail:
         person=person,
         organization=await _one_or_none(contacts.get_organizations, uow, person.organization_id),
         deals=their_deals.items,
-        deals_total=their_deals.total,
+        deals_total=_total(their_deals),
         recent_notes=recent_notes.items,
-        notes_total=recent_notes.total,
+        notes_total=_total(recent_notes),
         open_activities=open_activities.items,
-        open_activities_total=open_activities.total,
+        open_activities_total=_total(open_activities),
     )
 
 
@@ -166,11 +175,11 @@ async def organization_detail(uow: UnitOfWork, organization_id: UUID) -> Organiz
     return OrganizationDetail(
         organization=organization,
         persons=persons.items,
-        persons_total=persons.total,
+        persons_total=_total(persons),
         deals=their_deals.items,
-        deals_total=their_deals.total,
+        deals_total=_total(their_deals),
         recent_notes=recent_notes.items,
-        notes_total=recent_notes.total,
+        notes_total=_total(recent_notes),
     )
 
 
@@ -183,7 +192,7 @@ async def lead_detail(uow: UnitOfWork, lead_id: UUID) -> LeadDetail:
         person=await _one_or_none(contacts.get_persons, uow, lead.person_id),
         organization=await _one_or_none(contacts.get_organizations, uow, lead.organization_id),
         recent_notes=recent_notes.items,
-        notes_total=recent_notes.total,
+        notes_total=_total(recent_notes),
         open_activities=open_activities.items,
-        open_activities_total=open_activities.total,
+        open_activities_total=_total(open_activities),
     )

@@ -23,9 +23,10 @@ from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import to_jsonable_python
 
-from mcp_server.records import Detail
+from mcp_server.records import Detail, shown_total
 from services.kernel import text
 from services.kernel.pagination import Page
 
@@ -42,6 +43,9 @@ T = TypeVar("T")
 
 
 class ToolPage(Page[T], Generic[T]):
+    total: int | str = Field(  # type: ignore[assignment]
+        description='How many records match; "1000+" when more do than were counted.')
+    total_capped: SkipJsonSchema[bool] = Field(False, exclude=True)
     truncated: bool = Field(False, description="True when records were left out to keep the result small; "
                                                "`next_cursor` continues after the last one shown.")
 
@@ -140,7 +144,7 @@ def fit_page(page: dict[str, Any], position: Callable[[int], str]) -> dict[str, 
     """A page (plain data of a `Page`) within the result budget, whole records only: the most records from its
     start that fit (at least one: a record alone over budget is shown anyway, its strings capped). `position(i)`
     is the cursor that continues after item i."""
-    page = {**page, "truncated": False}
+    page = {**page, "total": shown_total(page["total"], page.pop("total_capped", False)), "truncated": False}
     items = page["items"]
     if result_size(page).fits():
         return page

@@ -51,7 +51,15 @@ def _compact(node: Any, defs: dict[str, Any], keep: frozenset[str] | None) -> An
             out[key] = {name: _compact(prop, defs, keep) for name, prop in value.items()}
         else:
             out[key] = _compact(value, defs, keep)
-    return _merge_null(out)
+    return _merge_types(out)
+
+
+def _merge_types(node: dict[str, Any]) -> dict[str, Any]:
+    """`{"anyOf": [{"type": A}, {"type": B}]}` becomes `{"type": [A, B]}`; otherwise see `_merge_null`."""
+    options = node.get("anyOf")
+    if options and all(isinstance(o, dict) and o.keys() == {"type"} and isinstance(o["type"], str) for o in options):
+        return {**{k: v for k, v in node.items() if k != "anyOf"}, "type": [o["type"] for o in options]}
+    return _merge_null(node)
 
 
 def _merge_null(node: dict[str, Any]) -> dict[str, Any]:

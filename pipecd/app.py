@@ -24,7 +24,7 @@ from graphql_api.schema import Limits
 from pipecd import runtime
 from pipecd.database.migrations import discover
 from pipecd.settings import Settings
-from services.kernel.auth import authenticate
+from services.kernel.auth import authenticate, token_session
 from services.kernel.principal import Channel
 from services.kernel.uow import Database
 
@@ -81,8 +81,9 @@ def create_app(settings: Settings, *, admin_url: str | None = None) -> FastAPI:
     graphql_api.http.install(
         app,
         db,
-        # one request, one operation: counted as the token is verified, before the user's roles are read
-        partial(authenticate, db, verifier, channel=Channel.GRAPHQL, limit=limits.graphql),
+        # one request, one operation: counted as the token is verified, before the user's roles are read (in the
+        # round trip that opens the request's transaction)
+        partial(token_session, db, verifier, channel=Channel.GRAPHQL, limit=limits.graphql),
         limits=Limits(
             max_depth=settings.graphql_max_depth,
             max_tokens=settings.graphql_max_tokens,

@@ -144,6 +144,7 @@ def database(settings: Settings, admin: str) -> Database:
         prepare=settings.db_prepare_statements,
         pool_timeout=settings.db_pool_timeout,
         statement_timeout=settings.db_statement_timeout,
+        count_limit=settings.count_limit,
     )
 
 

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds any one statement of the app may run (as Supabase's `authenticated` role).",
     )
+    count_limit: int = Field(
+        1000,
+        validation_alias=AliasChoices("PIPECD_COUNT_LIMIT"),
+        ge=1,
+        le=1_000_000,
+        description="Lists count their matches up to this many; past it the total is shown as a lower bound "
+                    "(GraphQL `totalCountCapped`, MCP `\"1000+\"`).",
+    )
 
     jwt_secret: SecretStr | None = Field(
         None,

@@ -305,8 +305,44 @@ async def test_the_web_apps_deals_page_runs_at_the_default_limits_and_its_sql_fo
         }
     }
     statements = sql.take()
-    assert statements[: len(auth_sql)] == auth_sql
-    assert touches_deals(statements[len(auth_sql) :])
+    # one transaction: authentication opens it (its statements but the COMMIT), the page is read in it
+    opening = auth_sql[:-1]
+    assert statements[: len(opening)] == opening
+    assert touches_deals(statements[len(opening) : -1])
+    assert statements[-1] == "COMMIT"
+    assert (statements.count("BEGIN"), statements.count("COMMIT")) == (1, 1)
+
+
+async def test_a_mutation_writes_in_the_transaction_authentication_opened(api, sql, auth_sql, admin):
+    body = await api.query('mutation { createDeal(input: {title: "Acme renewal", value: "1000"}) { title } }')
+    statements = sql.take()
+
+    assert body == {"data": {"createDeal": {"title": "Acme renewal"}}}
+    assert statements[: len(auth_sql) - 1] == auth_sql[:-1]
+    assert (statements.count("BEGIN"), statements.count("COMMIT"), statements[-1]) == (1, 1, "COMMIT")
+    assert counts(admin, "deals") == {"deals": 1}
+
+
+async def test_a_failed_first_mutation_rolls_back_the_transaction_authentication_opened(api, sql, admin):
+    body = await api.query(
+        f'mutation {{ createDeal(input: {{title: "Refused", stageId: "{uuid.uuid4()}"}}) {{ id }} }}'
+    )
+    statements = sql.take()
+
+    assert body["data"] is None
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"]
+    assert (statements.count("BEGIN"), statements.count("ROLLBACK"), statements.count("COMMIT")) == (1, 1, 0)
+    assert counts(admin, "deals") == {"deals": 0}
+
+
+async def test_a_second_mutation_in_a_document_writes_in_a_transaction_of_its_own(api, sql, admin):
+    body = await api.query('mutation { a: createDeal(input: {title: "First"}) { title }'
+                           ' b: createDeal(input: {title: "Second"}) { title } }')
+    statements = sql.take()
+
+    assert body == {"data": {"a": {"title": "First"}, "b": {"title": "Second"}}}
+    assert (statements.count("BEGIN"), statements.count("COMMIT")) == (2, 2)
+    assert counts(admin, "deals") == {"deals": 2}
 
 
 LOWERED = [

@@ -14,6 +14,7 @@ from conftest import TEST_JWT_SECRET, Api, Company, lifespan
 from mcp import Client
 
 from mcp_server.server import create_server
+from services.kernel.auth import session
 from services.kernel.principal import Channel
 from services.kernel.uow import Database, NestedUnitOfWork, PoolExhausted
 
@@ -139,7 +140,7 @@ async def test_a_second_unit_of_work_in_the_same_task_is_refused_before_waiting(
             async with db.unit_of_work(principal):
                 pass
         with pytest.raises(NestedUnitOfWork):
-            async with db.claims_transaction({"sub": str(principal.user_id)}):
+            async with session(db, {"sub": str(principal.user_id)}, Channel.GRAPHQL):
                 pass
         assert await outer.one("select 1 as one") == {"one": 1}
     async def side() -> int:

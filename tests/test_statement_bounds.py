@@ -14,6 +14,7 @@ from mcp import Client
 from pydantic import ValidationError
 
 from mcp_server.server import create_server
+from services.kernel.auth import session
 from services.kernel.errors import Invalid, Unavailable
 from services.kernel.principal import Channel
 from services.kernel.schemas import MAX_SEARCH_TEXT, RecordFilter
@@ -93,7 +94,7 @@ async def test_a_statement_past_the_timeout_becomes_a_domain_error(app_url, comp
         # the connection went back clean: the next unit of work works, with the same bound
         async with db.unit_of_work(company.principal("bob")) as uow:
             assert await uow.one("select current_setting('statement_timeout') as t") == {"t": "200ms"}
-        async with db.claims_transaction({"sub": str(company.people["bob"].id)}) as uow:
+        async with session(db, {"sub": str(company.people["bob"].id)}, Channel.GRAPHQL) as uow:
             assert await uow.one("select current_setting('statement_timeout') as t") == {"t": "200ms"}
     finally:
         await db.close()

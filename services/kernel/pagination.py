@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
@@ -77,22 +78,34 @@ class Page(BaseModel, Generic[T]):
     items: list[T] = Field(description="The records on this page, in list order.")
     next_cursor: str | None = Field(description="Pass as `after` to get the next page; null on the last page.")
     has_next: bool = Field(description="Whether another page follows.")
-    total: int = Field(description="How many records match the filter in all (visible to the caller).")
-    _positions: list[str] = PrivateAttr(default_factory=list)
+    total: int | None = Field(
+        description="How many records match the filter (visible to the caller), counted up to the count limit: "
+                    "a lower bound when `total_capped`. Null when the caller did not ask for it.")
+    total_capped: bool = Field(False, description="True when more records match than were counted.")
+    _position: Callable[[int], str] | None = PrivateAttr(None)
 
-    def positioned(self, positions: list[str]) -> Page[T]:
-        """This page, knowing each item's position (the cursor that continues after it)."""
-        self._positions = positions
+    def positioned(self, position: Callable[[int], str]) -> Page[T]:
+        """This page, knowing how to make each item's position (the cursor that continues after it): made when
+        asked for, since most callers want only the last."""
+        self._position = position
         return self
 
     def position(self, index: int) -> str:
         """The cursor that continues the list after `items[index]`, in the order the page was read in."""
-        return self._positions[index]
+        if self._position is None or not 0 <= index < len(self.items):
+            raise IndexError(index)
+        return self._position(index)
 
 
 class PageRequest(BaseModel):
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size (1-100, default 25).")
     after: str | None = Field(None, description="Cursor from the previous page's `next_cursor`.")
+    count: bool = Field(True, description="Whether to count the matches (up to the count limit) as `total`.")
+
+
+# Counting stops here: an exact count under RLS reads every visible match, which at scale costs far more than the
+# page itself. `Database(count_limit=...)` (the PIPECD_COUNT_LIMIT setting) overrides it.
+COUNT_LIMIT = 1000
 
 
 def _dump(value: Any) -> str:
@@ -133,13 +146,22 @@ def keyset(alias: str, page: PageRequest, order: Order = NEWEST_FIRST) -> tuple[
     return order.after(alias), [key, row_id]
 
 
+@dataclass(frozen=True)
+class Count:
+    """How many rows match, counted up to a limit: `capped` when there are more (then `n` is the limit)."""
+
+    n: int | None  # None: not counted
+    capped: bool = False
+
+
 def build_page(
-    rows: list[dict[str, Any]], page: PageRequest, total: int, item: Any, order: Order = NEWEST_FIRST
+    rows: list[dict[str, Any]], page: PageRequest, total: Count, item: Any, order: Order = NEWEST_FIRST
 ) -> Page[Any]:
     """Rows were fetched with limit+1; the extra one only tells whether a next page exists."""
     has_next = len(rows) > page.limit
     rows = rows[: page.limit]
-    positions = [encode_cursor(order, r[order.column], r["id"]) for r in rows]
-    cursor = positions[-1] if has_next and rows else None
-    result: Page[Any] = Page(items=[item(r) for r in rows], next_cursor=cursor, has_next=has_next, total=total)
-    return result.positioned(positions)
+    keys = [(r[order.column], r["id"]) for r in rows]
+    cursor = encode_cursor(order, *keys[-1]) if has_next and rows else None
+    result: Page[Any] = Page(items=[item(r) for r in rows], next_cursor=cursor, has_next=has_next, total=total.n,
+                             total_capped=total.capped)
+    return result.positioned(lambda index: encode_cursor(order, *keys[index]))

@@ -11,7 +11,7 @@ from uuid import UUID
 from psycopg import sql
 
 from services.kernel.errors import Conflict, Forbidden, NotFound
-from services.kernel.pagination import NEWEST_FIRST, Order, Page, PageRequest, build_page, keyset
+from services.kernel.pagination import NEWEST_FIRST, Count, Order, Page, PageRequest, build_page, keyset
 from services.kernel.uow import Row, UnitOfWork
 
 T = TypeVar("T")
@@ -175,14 +175,26 @@ async def list_page(
     joins: str = "",
     order: Order = NEWEST_FIRST,
 ) -> Page[T]:
-    """One filtered, keyset-paginated page (alias `t`, read in `order`) plus the filter's total count. The
-    selected columns include the order's key; `joins` only add columns (left joins), so the count skips them."""
+    """One filtered, keyset-paginated page (alias `t`, read in `order`) plus the filter's count (if the page
+    request asks for it). The selected columns include the order's key; `joins` only add columns (left joins), so
+    the count skips them."""
     conditions = " and ".join(where) or "true"
-    count = await uow.one(f"select count(*) as n from public.{table} t where {conditions}", params)
+    total = await count(uow, f"public.{table} t where {conditions}", params, page)
     after_sql, after_params = keyset("t", page, order)
     rows = await uow.all(
         f"select {select} from public.{table} t {joins} where {conditions} and {after_sql}"
         f" order by {order.order_by()} limit %s",
         [*params, *after_params, page.limit + 1],
     )
-    return build_page(rows, page, count["n"] if count else 0, item, order)
+    return build_page(rows, page, total, item, order)
+
+
+async def count(uow: UnitOfWork, rows: str, params: list[Any], page: PageRequest) -> Count:
+    """How many of `rows` (`<table> <alias> where <conditions>`) there are, up to the unit of work's count limit:
+    reading one more row than the limit tells whether there are more, without reading them all."""
+    if not page.count:
+        return Count(None)
+    row = await uow.one(f"select count(*) as n from (select from {rows} limit %s) counted", [*params,
+                                                                                             uow.count_limit + 1])
+    n = row["n"] if row else 0
+    return Count(min(n, uow.count_limit), capped=n > uow.count_limit)

@@ -25,7 +25,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic_core import to_jsonable_python
 
 from services.kernel.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unavailable
-from services.kernel.principal import AnyPrincipal, Principal, SystemPrincipal
+from services.kernel.pagination import COUNT_LIMIT
+from services.kernel.principal import AnyPrincipal, SystemPrincipal
 
 Row = dict[str, Any]
 Params = Sequence[Any] | Mapping[str, Any] | None
@@ -43,6 +44,8 @@ class UnitOfWork:
     conn: psycopg.AsyncConnection[Row]
     principal: AnyPrincipal
     events: list[Event] = field(default_factory=list)
+    opening_row: Row | None = None  # the first row of the query the transaction was opened with, if any
+    count_limit: int = COUNT_LIMIT  # lists count their matches up to this many (see records.count)
 
     @property
     def user_id(self) -> UUID | None:
@@ -157,6 +160,12 @@ def audit_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
     return diff
 
 
+_SETTINGS = (
+    "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
+    " set_config('pipecd.channel', %s, true), set_config('statement_timeout', %s, true)"
+)
+
+
 class Database:
     """A pool of connections logged in as `authenticator` (never a superuser).
 
@@ -176,8 +185,10 @@ class Database:
         prepare: bool = True,
         pool_timeout: float = 5.0,
         statement_timeout: float = 8.0,
+        count_limit: int = COUNT_LIMIT,
     ) -> None:
         self.conninfo = conninfo
+        self.count_limit = count_limit
         self.pool_timeout = pool_timeout
         self.statement_timeout = statement_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
@@ -246,36 +257,31 @@ class Database:
         return f"{max(1, round(self.statement_timeout * 1000))}ms"
 
     @asynccontextmanager
-    async def unit_of_work(self, principal: AnyPrincipal) -> AsyncIterator[UnitOfWork]:
-        """One transaction as `principal`; commits on normal exit, rolls back on any exception."""
+    async def unit_of_work(self, principal: AnyPrincipal, *, opening: str | None = None) -> AsyncIterator[UnitOfWork]:
+        """One transaction as `principal`; commits on normal exit, rolls back on any exception.
+
+        `opening` is a query sent with the transaction's settings in one round trip (a pipeline); its first row
+        is `uow.opening_row`. Authentication reads the caller's roles this way, in the request's own transaction."""
         role = "service_role" if isinstance(principal, SystemPrincipal) else "authenticated"
         async with self._connection() as conn:
             try:
                 async with conn.transaction():
-                    await conn.execute(
-                        "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
-                        " set_config('pipecd.channel', %s, true), set_config('statement_timeout', %s, true)",
-                        [json.dumps(principal.claims()), role, principal.channel.value, self._timeout_setting()],
-                    )
-                    uow = UnitOfWork(conn, principal)
+                    settings = [json.dumps(principal.claims()), role, principal.channel.value, self._timeout_setting()]
+                    opening_row: Row | None = None
+                    if opening is None:
+                        await conn.execute(_SETTINGS, settings)
+                    else:
+                        async with conn.pipeline():
+                            await conn.execute(_SETTINGS, settings)
+                            cursor = await conn.execute(opening)
+                        opening_row = await cursor.fetchone()
+                    uow = UnitOfWork(conn, principal, opening_row=opening_row, count_limit=self.count_limit)
                     yield uow
                     await uow.flush_events()
             except psycopg.Error as exc:  # deferred constraints fail at commit
                 if (mapped := domain_error(exc)) is None:
                     raise
                 raise mapped from exc
-
-    @asynccontextmanager
-    async def claims_transaction(self, claims: Mapping[str, Any]) -> AsyncIterator[UnitOfWork]:
-        """A read-only transaction as raw token claims, before a Principal exists (used to build one)."""
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(
-                "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true),"
-                " set_config('statement_timeout', %s, true)",
-                [json.dumps(dict(claims)), self._timeout_setting()],
-            )
-            await conn.execute("set transaction read only")
-            yield UnitOfWork(conn, _placeholder_principal(claims))
 
 
 # The task that holds a pool connection, if this context's task does. Set and cleared with set() (not
@@ -295,12 +301,6 @@ class NestedUnitOfWork(RuntimeError):
         super().__init__(
             "a unit of work was opened while this task already holds one; finish or reuse the open one first"
         )
-
-
-def _placeholder_principal(claims: Mapping[str, Any]) -> Principal:
-    from services.kernel.principal import Channel
-
-    return Principal(UUID(str(claims["sub"])), frozenset(), frozenset(), None, Channel.CLI)
 
 
 def require_found(row: Row | None, entity: str, entity_id: object) -> Row:

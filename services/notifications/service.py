@@ -93,7 +93,7 @@ async def list(uow: UnitOfWork, page: PageRequest | None = None, *, unread_only:
         next_cursor=cursor(items[-1]) if has_next else None,
         has_next=has_next,
         total=counted["total"] if counted else 0,
-    ).positioned([cursor(item) for item in items])
+    ).positioned(lambda index: cursor(items[index]))
 
 
 @requires(None)

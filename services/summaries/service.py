@@ -21,6 +21,7 @@ from services.ai.llm import Answer, Context
 from services.contacts import service as contacts
 from services.deals import service as deals
 from services.gdpr import service as gdpr
+from services.kernel import records
 from services.kernel.errors import Conflict, NotFound
 from services.kernel.pagination import Page, PageRequest, build_page, keyset
 from services.kernel.permissions import ROLE_PERMISSIONS, Perm, requires
@@ -128,9 +129,9 @@ async def list_for(
         f"{_SELECT} where {where} and {after} order by s.created_at desc, s.id desc limit %s",
         [SummarySubject(subject_type).value, subject_id, *params, page.limit + 1],
     )
-    total = await uow.one(f"select count(*) as n from public.ai_summaries s where {where}",
-                          [SummarySubject(subject_type).value, subject_id])
-    return build_page(rows, page, total["n"] if total else 0, Summary.from_row)
+    total = await records.count(uow, f"public.ai_summaries s where {where}",
+                                [SummarySubject(subject_type).value, subject_id], page)
+    return build_page(rows, page, total, Summary.from_row)
 
 
 @requires(Perm.AI_USE)

@@ -1,0 +1,103 @@
+"""What keeps the gateway's cost per request flat: a page's relations are read ahead in one batch per relation and
+level, then resolve without a task, future or statement per record; and a request's objects are freed as it ends
+(no reference cycle through its context is left for the cyclic garbage collector)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from decimal import Decimal
+from typing import Any
+
+from test_graphql_http import SqlLog
+
+from graphql_api.context import Context
+from services.contacts import service as contacts
+from services.contacts.schemas import OrganizationCreate, PersonCreate
+from services.deals import service as deals
+from services.deals.schemas import DealCreate
+
+PAGE = """{ deals(first: 50) { totalCount edges { node { title stage { name } owner { displayName }
+  organization { name } person { name organization { name } } notes { body }
+  stageHistory { toStage { name } } } } } }"""
+
+
+async def deals_with_relations(actors, count: int, first: int = 0) -> None:
+    for i in range(first, first + count):  # one transaction each: newest first is the last made
+        async with actors.uow("bob") as uow:
+            org = await contacts.create_organization(uow, OrganizationCreate(name=f"Org {i}"))
+            person = await contacts.create_person(uow, PersonCreate(first_name="P", last_name=str(i),
+                                                                    organization_id=org.id))
+            await deals.create(uow, DealCreate(title=f"Deal {i}", value=Decimal(i), person_id=person.id,
+                                               organization_id=org.id))
+
+
+class Tasks:
+    """Counts the asyncio tasks started while installed."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        loop = asyncio.get_running_loop()
+        self._loop, self._before = loop, loop.get_task_factory()
+
+        def factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            self.started += 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(factory)
+
+    def stop(self) -> None:
+        self._loop.set_task_factory(self._before)
+
+
+async def measured(api, monkeypatch) -> tuple[dict[str, Any], int, int]:
+    """The page, the statements and the tasks it took."""
+    sql, tasks = SqlLog(monkeypatch), Tasks()
+    try:
+        body = await api.query(PAGE)
+    finally:
+        tasks.stop()
+    return body, len(sql.take()), tasks.started
+
+
+async def test_a_page_costs_the_same_statements_and_tasks_for_3_records_as_for_12(api, actors, monkeypatch):
+    await deals_with_relations(actors, 3)
+    await api.query(PAGE)  # anything done once per process happens before
+    small, small_statements, small_tasks = await measured(api, monkeypatch)
+    await deals_with_relations(actors, 9, first=3)
+    large, large_statements, large_tasks = await measured(api, monkeypatch)
+
+    assert small["data"]["deals"]["totalCount"] == 3
+    assert large["data"]["deals"]["totalCount"] == 12
+    first = large["data"]["deals"]["edges"][0]["node"]
+    assert first == {
+        "title": "Deal 11", "stage": {"name": "Qualified"}, "owner": {"displayName": "Bob"},
+        "organization": {"name": "Org 11"}, "person": {"name": "P 11", "organization": {"name": "Org 11"}},
+        "notes": [], "stageHistory": [{"toStage": {"name": "Qualified"}}],
+    }
+    assert "errors" not in large
+    assert (large_statements, large_tasks) == (small_statements, small_tasks)
+
+
+async def test_a_request_leaves_nothing_for_the_cyclic_garbage_collector(api, actors, monkeypatch):
+    await deals_with_relations(actors, 3)
+    contexts: list[weakref.ref[Context]] = []
+    made = Context.__post_init__
+
+    def remember(self: Context) -> None:
+        made(self)
+        contexts.append(weakref.ref(self))
+
+    monkeypatch.setattr(Context, "__post_init__", remember)
+    await api.query(PAGE)
+    gc.collect()
+    gc.disable()
+    try:
+        body = await api.query(PAGE)
+        await asyncio.sleep(0)  # let the request's last callbacks run
+        assert body["data"]["deals"]["totalCount"] == 3
+        assert len(contexts) == 2
+        assert contexts[1]() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
