@@ -737,7 +737,7 @@ async def test_a_token_for_an_account_without_a_crm_profile_gets_a_401_after_onl
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == WWW_AUTHENTICATE
     assert response.json() == refused("unknown user: no CRM profile for this account", "UNAUTHENTICATED")
-    assert sql.take() == auth_sql
+    assert sql.take() == [*auth_sql[:-1], "ROLLBACK"]  # the transaction it opened, and nothing in it
 
 
 async def test_a_user_with_a_profile_but_no_role_is_authenticated_with_no_rights(api, admin_url):
