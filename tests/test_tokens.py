@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -89,6 +90,9 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return self.now
+
+    def time(self) -> float:
+        return time.time()
 
 
 @pytest.fixture
@@ -326,7 +330,8 @@ async def test_a_failing_jwks_endpoint_is_retried_at_most_every_30_seconds_past_
     assert len(jwks.requests) == 2  # one failed refresh, not one per request
     clock.now += 31
     jwks.status = 200
-    assert await verifier.verify(rs256(payload)) == payload
+    fresh = claims(email="another@example.com")  # a token not verified yet (a verified one is kept a minute)
+    assert await verifier.verify(rs256(fresh)) == fresh
     assert len(jwks.requests) == 3
 
 
@@ -358,3 +363,46 @@ def test_explicit_jwks_url_wins_over_supabase_url(monkeypatch):
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co")
     monkeypatch.setenv("PIPECD_JWKS_URL", JWKS_URL)
     assert Settings(_env_file=None).effective_jwks_url == JWKS_URL  # type: ignore[call-arg]
+
+
+# Verified tokens kept for a while ---------------------------------------------------------------------------
+
+
+async def test_a_token_verified_a_moment_ago_is_not_decoded_again(monkeypatch):
+    payload = claims(email="bob@example.com")
+    token = jwt.encode(payload, SECRET, algorithm="HS256")
+    verifier = TokenVerifier(hs256_secret=SECRET)
+    decoded: list[str] = []
+    decode = jwt.decode
+    monkeypatch.setattr(tokens.jwt, "decode", lambda *a, **k: decoded.append("once") or decode(*a, **k))
+    first = await verifier.verify(token)
+    first["sub"] = "changed by the caller"
+    assert await verifier.verify(token) == payload
+    assert decoded == ["once"]
+    assert await verifier.verify(jwt.encode(claims(email="ann@example.com"), SECRET, algorithm="HS256"))
+    assert decoded == ["once", "once"]
+
+
+async def test_a_kept_token_still_expires_at_its_exp_and_is_checked_again_after_a_minute(clock, monkeypatch):
+    verifier = TokenVerifier(hs256_secret=SECRET)
+    soon = jwt.encode(claims(exp=int(time.time()) + 1), SECRET, algorithm="HS256")
+    await verifier.verify(soon)
+    await asyncio.sleep(2)
+    assert await refusal(verifier, soon) == "token expired"
+
+    later = jwt.encode(claims(), SECRET, algorithm="HS256")
+    await verifier.verify(later)
+    decoded: list[str] = []
+    decode = jwt.decode
+    monkeypatch.setattr(tokens.jwt, "decode", lambda *a, **k: decoded.append("again") or decode(*a, **k))
+    clock.now += tokens.VERIFIED_FOR
+    await verifier.verify(later)
+    assert decoded == ["again"]
+
+
+async def test_at_most_so_many_verified_tokens_are_kept(monkeypatch):
+    monkeypatch.setattr(tokens, "VERIFIED_KEPT", 3)
+    verifier = TokenVerifier(hs256_secret=SECRET)
+    for n in range(5):
+        await verifier.verify(jwt.encode(claims(email=f"u{n}@example.com"), SECRET, algorithm="HS256"))
+    assert len(verifier._verified) == 3
