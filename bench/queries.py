@@ -65,10 +65,10 @@ PIPECD_CREATE_DEAL = """mutation ($input: DealCreateInput!) { createDeal(input: 
 
 # The rows a created deal leaves: the deal, its first stage-history entry, its audit row and its event — as plain
 # statements with a client-made id, sent in one pipeline (each row's policy must see the deal: one statement per row).
+# The deal's insert writes its first stage-history entry itself (private.record_first_stage).
 FLOOR_CREATE_DEAL = [
     "insert into public.deals (id, title, value, pipeline_id, stage_id) values (%(id)s, %(title)s, %(value)s,"
     " %(pipeline_id)s, %(stage_id)s)",
-    "insert into public.deal_stage_history (deal_id, to_stage_id) values (%(id)s, %(stage_id)s)",
     "select private.append_audit('deal.create', 'deal', %(id)s, jsonb_build_object('after', (select to_jsonb(d)"
     " from public.deals d where d.id = %(id)s)))",
     "select private.emit_events(jsonb_build_array(jsonb_build_object('name', 'crm/deal.created', 'data',"

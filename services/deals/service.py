@@ -19,7 +19,7 @@ from services.deals.schemas import (
     StageChange,
 )
 from services.kernel import idempotency, records
-from services.kernel.attachments import check_links
+from services.kernel.attachments import check_links, link_checks, raise_missing_link
 from services.kernel.errors import Invalid, NotFound
 from services.kernel.inputs import text_argument
 from services.kernel.pagination import Page, PageRequest
@@ -175,37 +175,51 @@ async def _record_stage_change(uow: UnitOfWork, deal_id: UUID, old: UUID | None,
     )
 
 
-async def _resolve_placement(
-    uow: UnitOfWork, pipeline_id: UUID | None, stage_id: UUID | None
-) -> tuple[UUID, UUID | None]:
-    """(pipeline, stage) for a new deal: the named ones, else the default pipeline and its first stage."""
-    if stage_id is not None:
-        stage = await _stage(uow, stage_id)
-        if pipeline_id is not None and stage.pipeline_id != pipeline_id:
-            raise Invalid(f"stage {stage_id} is not in pipeline {pipeline_id}", field="stage_id")
-        return stage.pipeline_id, stage_id
-    try:
-        pipeline = (
-            await pipelines.default_pipeline(uow) if pipeline_id is None else await pipelines.get(uow, pipeline_id)
+async def _placement(uow: UnitOfWork, data: DealCreate) -> tuple[UUID, UUID | None]:
+    """(pipeline, stage) for a new deal: the named ones, else the default pipeline and its first stage; its
+    person and organization checked too, all in one select. Refused in the order the checks are listed."""
+    uow.principal.require(Perm.PIPELINES_READ)  # the placement reads pipelines, as pipelines.get does
+    links = {"person_id": data.person_id, "organization_id": data.organization_id}
+    checks, params = link_checks(links)
+    if data.stage_id is not None:
+        query = "select (select s.pipeline_id from public.stages s where s.id = %s) as stage_pipeline_id"
+        first: builtins.list[Any] = [data.stage_id]
+    else:
+        pipeline = "where id = %s" if data.pipeline_id is not None else "order by position, lower(name), id"
+        query = (
+            f"with p as (select id from public.pipelines {pipeline} limit 1)"
+            " select (select id from p) as pipeline_id, (select s.id from public.stages s"
+            " where s.pipeline_id = (select id from p) order by s.position limit 1) as first_stage_id"
         )
-    except NotFound as exc:
-        missing = "there is no pipeline yet; create one first" if pipeline_id is None else (
-            f"pipeline {pipeline_id} does not exist")
-        raise Invalid(missing, field="pipeline_id") from exc
-    return pipeline.id, pipeline.stages[0].id if pipeline.stages else None
+        first = [] if data.pipeline_id is None else [data.pipeline_id]
+    found = await uow.one(", ".join([query, *checks]), [*first, *params])
+    assert found is not None
+    if data.stage_id is not None:
+        if found["stage_pipeline_id"] is None:
+            raise Invalid(f"stage {data.stage_id} does not exist", field="stage_id")
+        if data.pipeline_id is not None and found["stage_pipeline_id"] != data.pipeline_id:
+            raise Invalid(f"stage {data.stage_id} is not in pipeline {data.pipeline_id}", field="stage_id")
+        placement: tuple[UUID, UUID | None] = (found["stage_pipeline_id"], data.stage_id)
+    elif found["pipeline_id"] is None:
+        raise Invalid(
+            "there is no pipeline yet; create one first" if data.pipeline_id is None
+            else f"pipeline {data.pipeline_id} does not exist",
+            field="pipeline_id",
+        )
+    else:
+        placement = (found["pipeline_id"], found["first_stage_id"])
+    raise_missing_link(found, links)
+    return placement
 
 
 async def _insert_deal(uow: UnitOfWork, data: DealCreate, owner_id: UUID) -> Deal:
-    """Create the deal row and its first history entry."""
-    pipeline_id, stage_id = await _resolve_placement(uow, data.pipeline_id, data.stage_id)
-    await check_links(uow, {"person_id": data.person_id, "organization_id": data.organization_id})
+    """Create the deal row; its first history entry is written by the insert (private.record_first_stage)."""
+    pipeline_id, stage_id = await _placement(uow, data)
     values: dict[str, Any] = data.model_dump(exclude={"owner_id", "visibility", "pipeline_id", "stage_id"})
     values.update(owner_id=owner_id, pipeline_id=pipeline_id, stage_id=stage_id)
     if data.visibility is not None:
         values["visibility"] = data.visibility.value
-    row = await records.insert(uow, "deals", values)
-    await _record_stage_change(uow, row["id"], None, stage_id)
-    deal = await _fetch(uow, row["id"])
+    deal = _deal(await records.insert(uow, "deals", values, select=_SELECT, joins=_JOIN))
     await uow.audit("deal.create", "deal", deal.id, after=deal.model_dump())
     uow.emit(
         "crm/deal.created", deal_id=deal.id, owner_id=deal.owner_id, pipeline_id=deal.pipeline_id,

@@ -177,13 +177,16 @@ async def preview(uow: UnitOfWork, entity_type: DeletableType, entity_id: UUID) 
 async def _dry_run(uow: UnitOfWork, entity_type: DeletableType, entity_id: UUID) -> None:
     """Run the domain's delete inside a savepoint and roll it back: every check it makes (service and RLS)
     answers, and nothing stays, neither rows, audit entries nor events."""
-    emitted = len(uow.events)
+    held = uow.events[:], uow.audits[:]  # bookkeeping queued before the dry run is kept for the commit
+    uow.events.clear()
+    uow.audits.clear()
     await uow.execute("savepoint deletion_dry_run")
     try:
         await _DELETE[entity_type](uow, entity_id)
+        await uow.flush_events()  # the delete's audit row and events meet the database's checks too
     finally:
         await uow.execute("rollback to savepoint deletion_dry_run")
-        del uow.events[emitted:]
+        uow.events[:], uow.audits[:] = held
 
 
 @requires(None)

@@ -7,7 +7,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from services.kernel.errors import Invalid
-from services.kernel.uow import UnitOfWork
+from services.kernel.uow import Row, UnitOfWork
 
 LINK_TABLES = {
     "deal_id": ("deals", "deal"),
@@ -24,11 +24,32 @@ class Links(BaseModel):
     organization_id: UUID | None = Field(None, description="Organization it belongs to.")
 
 
-async def check_links(uow: UnitOfWork, links: dict[str, UUID | None]) -> None:
-    """Each linked record must exist and be visible to the caller (else Invalid naming the field)."""
+def link_checks(links: dict[str, UUID | None]) -> tuple[list[str], list[UUID]]:
+    """Select-list items, one per given link (named by its column): whether the caller sees the linked record.
+    They go into one select, alone (check_links) or beside a caller's own checks."""
+    items: list[str] = []
+    params: list[UUID] = []
     for column, target in links.items():
         if target is None or column not in LINK_TABLES:
             continue
-        table, entity = LINK_TABLES[column]
-        if await uow.one(f"select 1 from public.{table} where id = %s", [target]) is None:
-            raise Invalid(f"{entity} {target} not found", field=column)
+        items.append(f"exists (select 1 from public.{LINK_TABLES[column][0]} where id = %s) as {column}")
+        params.append(target)
+    return items, params
+
+
+def raise_missing_link(found: Row, links: dict[str, UUID | None]) -> None:
+    """Invalid naming the first given link that `found` (a row holding `link_checks`' items) did not see."""
+    for column, target in links.items():
+        if target is None or column not in LINK_TABLES:
+            continue
+        if not found[column]:
+            raise Invalid(f"{LINK_TABLES[column][1]} {target} not found", field=column)
+
+
+async def check_links(uow: UnitOfWork, links: dict[str, UUID | None]) -> None:
+    """Each linked record must exist and be visible to the caller (else Invalid naming the field)."""
+    items, params = link_checks(links)
+    if items:
+        found = await uow.one(f"select {', '.join(items)}", params)
+        assert found is not None
+        raise_missing_link(found, links)

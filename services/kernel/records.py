@@ -70,13 +70,20 @@ async def fetch_many(uow: UnitOfWork, table: str, ids: list[UUID]) -> list[Row]:
     return await uow.all(query.as_string(), [ids])
 
 
-async def insert(uow: UnitOfWork, table: str, values: Mapping[str, Any]) -> Row:
-    query = sql.SQL("insert into {} ({}) values ({}) returning *").format(
+async def insert(
+    uow: UnitOfWork, table: str, values: Mapping[str, Any], *, select: str = "t.*", joins: str = ""
+) -> Row:
+    """The inserted row as `select` reads it (alias `t`, plus columns of left `joins`), in the same statement:
+    a record that shows columns of related rows needs no second round trip to read itself back."""
+    insert = sql.SQL("insert into {} ({}) values ({}) returning *").format(
         sql.Identifier("public", table),
         sql.SQL(", ").join(sql.Identifier(k) for k in values),
         sql.SQL(", ").join(sql.Placeholder() for _ in values),
     )
-    row = await uow.one(query.as_string(), list(values.values()))
+    query = insert.as_string()
+    if select != "t.*" or joins:
+        query = f"with t as ({query}) select {select} from t {joins}"
+    row = await uow.one(query, list(values.values()))
     assert row is not None
     return row
 

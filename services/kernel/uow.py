@@ -2,8 +2,9 @@
 
 Every unit of work starts with `request.jwt.claims` and `role` set transaction-locally, so each statement
 inside passes the RLS policies as that user (`authenticated`) or as the system (`service_role`). Services
-write through it, append audit rows, and emit events; the events land in the outbox just before commit,
-in the same transaction. Services never commit: leaving the `async with` block does.
+write through it, append audit rows, and emit events; the audit rows and the events are written together,
+in one statement, just before commit, in the same transaction. Services never commit: leaving the
+`async with` block does.
 """
 
 from __future__ import annotations
@@ -39,11 +40,20 @@ class Event:
     id: str | None = None  # None: the outbox row's own id
 
 
+@dataclass(frozen=True)
+class AuditRow:
+    operation: str
+    entity_type: str
+    entity_id: UUID | None
+    diff: dict[str, Any]
+
+
 @dataclass
 class UnitOfWork:
     conn: psycopg.AsyncConnection[Row]
     principal: AnyPrincipal
     events: list[Event] = field(default_factory=list)
+    audits: list[AuditRow] = field(default_factory=list)
     opening_row: Row | None = None  # the first row of the query the transaction was opened with, if any
     count_limit: int = COUNT_LIMIT  # lists count their matches up to this many (see records.count)
 
@@ -89,25 +99,42 @@ class UnitOfWork:
         before: Mapping[str, Any] | None = None,
         after: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append an audit row with the changed fields' before/after values. The database function fixes the
-        actor, the time and the channel, and refuses an operation the caller's permissions do not produce."""
-        diff = audit_diff(before, after)
-        await self.execute(
-            "select private.append_audit(%s, %s, %s, %s)", [operation, entity_type, entity_id, Jsonb(diff)]
-        )
+        """Append an audit row with the changed fields' before/after values. It is written with the events (see
+        flush_events), in order, before commit: one round trip for all of a change's bookkeeping. The database
+        function fixes the actor, the time and the channel, and refuses an operation the caller's permissions
+        do not produce; that refusal fails the commit, and with it the change."""
+        self.audits.append(AuditRow(operation, entity_type, entity_id, audit_diff(before, after)))
 
     async def flush_events(self) -> int:
-        """Write the pending events now, in one round trip, through the database function that fixes the actor,
-        the time and the channel and refuses events the caller's permissions do not produce; returns how many
-        were new (an id already in the outbox is skipped). Commit flushes what is left."""
-        if not self.events:
+        """Write the pending audit rows and events now, in one round trip, through the database functions that
+        fix the actor, the time and the channel and refuse what the caller's permissions do not produce;
+        returns how many events were new (an id already in the outbox is skipped). Commit flushes what is
+        left."""
+        if not self.audits and not self.events:
             return 0
-        row = await self.one(
-            "select private.emit_events(%s) as emitted",
-            [Jsonb([{"name": e.name, "data": e.data, **({"id": e.id} if e.id else {})} for e in self.events])],
-        )
+        columns: list[str] = []
+        params: list[Any] = []
+        if self.audits:
+            columns.append(
+                "(select count(private.append_audit(a.operation, a.entity_type, a.entity_id, a.diff))"
+                " from jsonb_to_recordset(%s) as a(operation text, entity_type text, entity_id uuid, diff jsonb))"
+                " as audited"
+            )
+            params.append(Jsonb([
+                {"operation": a.operation, "entity_type": a.entity_type, "entity_id": to_jsonable_python(a.entity_id),
+                 "diff": a.diff}
+                for a in self.audits
+            ]))
+        if self.events:
+            columns.append("private.emit_events(%s) as emitted")
+            params.append(
+                Jsonb([{"name": e.name, "data": e.data, **({"id": e.id} if e.id else {})} for e in self.events])
+            )
+        row = await self.one(f"select {', '.join(columns)}", params)
+        self.audits.clear()
+        emitted = 0 if not self.events or row is None else int(row["emitted"])
         self.events.clear()
-        return int(row["emitted"]) if row else 0
+        return emitted
 
 
 def domain_error(exc: psycopg.Error) -> ServiceError | None:

@@ -230,6 +230,7 @@ async def convert(uow: UnitOfWork, lead_id: UUID, options: LeadConversion | None
             stage_id=opts.stage_id, owner_id=lead.owner_id, visibility=lead.visibility,
         ),
     )
+    await uow.flush_events()  # the audit rows queued so far come before the ones the move writes in the database
     moved = await uow.one(
         "select notes_moved, activities_moved from private.move_lead_attachments(%s, %s)", [lead_id, deal.id]
     )
