@@ -531,7 +531,7 @@ def _serve(settings: Settings, admin: str, host: str, port: int, workers: int) -
         uvicorn.run("pipecd.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                     log_config=runtime.log_config(settings.log_format))
     else:
-        uvicorn.run(create_app(settings, admin_url=admin), host=host, port=port,
+        uvicorn.run(create_app(settings, admin_url=admin, serving=True), host=host, port=port,
                     log_config=runtime.log_config(settings.log_format))
 
 
