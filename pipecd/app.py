@@ -107,9 +107,11 @@ def create_app(settings: Settings, *, admin_url: str | None = None, serving: boo
 def freeze_startup_objects() -> None:
     """Startup leaves ~190k objects alive for good (modules, schemas, the pool). The cyclic collector would
     rescan them all in every full collection, pausing requests under load (~140 ms); frozen, it skips them.
-    Garbage is collected first, so none of it is kept forever."""
+    Garbage is collected first, so none of it is kept forever; then the collector runs again (the CLI turns it
+    off while a server starts)."""
     gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 def serve_workflows_on_inngest(app: FastAPI, settings: Settings, db: Database, client: inngest.Inngest) -> None:

@@ -39,10 +39,13 @@ async def test_a_serving_app_freezes_what_its_startup_left_alive(settings) -> No
 
     gc.unfreeze()
     try:
+        gc.disable()  # as `pipecd serve` starts it
         async with lifespan(create_app(settings, serving=True)):
             assert gc.get_freeze_count() > 0
+            assert gc.isenabled()
     finally:
         gc.unfreeze()
+        gc.enable()
 
 
 async def test_an_app_built_by_a_test_freezes_nothing(settings) -> None:
