@@ -390,29 +390,44 @@ def run(scales: list[int], rounds: int, seconds: float, output: Path, baseline: 
     for deals in scales:
         print(f"== {deals} deals", flush=True)
         scale = Scale(deals, BENCH / ".state" / str(deals))
-        scale.prepare()
-        with psycopg.connect(scale.admin) as conn:
-            report["postgres"] = conn.execute("show server_version").fetchone()[0]  # type: ignore[index]
-        try:
-            cold = scale.start_servers()
-            measured = measure(scale, rounds, seconds)
+        try:  # the database is stopped however the run ends (a failed smoke run in CI leaves nothing running)
+            scale.prepare()
+            with psycopg.connect(scale.admin) as conn:
+                report["postgres"] = conn.execute("show server_version").fetchone()[0]  # type: ignore[index]
+            try:
+                cold = scale.start_servers()
+                measured = measure(scale, rounds, seconds)
+            finally:
+                scale.stop_servers()
+            report["scales"][str(deals)] = {
+                "first_answer_s": {k: round(v, 3) for k, v in cold.items()},
+                "cold_start_s": cold_starts(scale),
+                "summary": medians(measured["runs"]),
+                "statements_per_request": measured["statements"],
+                "peak_rss_mb": measured["peak_rss_mb"],
+                "runs": measured["runs"],
+            }
         finally:
-            scale.stop_servers()
-        report["scales"][str(deals)] = {
-            "first_answer_s": {k: round(v, 3) for k, v in cold.items()},
-            "cold_start_s": cold_starts(scale),
-            "summary": medians(measured["runs"]),
-            "statements_per_request": measured["statements"],
-            "peak_rss_mb": measured["peak_rss_mb"],
-            "runs": measured["runs"],
-        }
-        EmbeddedPostgres(scale.state / "pgdata").stop()
+            EmbeddedPostgres(scale.state / "pgdata").stop()
     output.mkdir(parents=True, exist_ok=True)
     stem = output / datetime.now(UTC).strftime("%Y-%m-%d-%H%M")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(f"results: {stem}.json and {stem}.md")
     return report
+
+
+def failed_requests(report: dict[str, Any]) -> list[str]:
+    """Each measurement in which requests failed, with the first failure's text."""
+    failed = []
+    for deals, data in report["scales"].items():
+        for scenario, systems in data["summary"].items():
+            for system, levels in systems.items():
+                for level, figures in levels.items():
+                    if figures["errors"]:
+                        failed.append(f"{deals} deals, {scenario}, {system} {level}: {figures['errors']} failed"
+                                      f" ({figures.get('first_error')})")
+    return failed
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -439,7 +454,9 @@ def main() -> None:
         scales.append(1_000_000)
     if args.smoke:
         scales, args.rounds, args.seconds = [200], 1, 0.5
-    run(scales, args.rounds, args.seconds, args.output, args.baseline)
+    report = run(scales, args.rounds, args.seconds, args.output, args.baseline)
+    if args.smoke and (failed := failed_requests(report)):  # a check: every request must have been answered
+        raise SystemExit("smoke run: requests failed\n" + "\n".join(failed))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from services.kernel.principal import Channel, SystemPrincipal
 from services.kernel.uow import Database
 from services.users import service as users
 from services.users.schemas import TeamCreate, UserProfile
-from supabase import ClientOptions, create_client
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ def create_supabase_user(
     http_client: httpx.Client | None = None,
 ) -> NewUser:
     """Create (or invite) the user through Supabase Auth's admin API; an existing user is reused."""
+    from supabase import ClientOptions, create_client  # a large import that only this path needs
+
     assert settings.supabase_url and settings.supabase_service_key
     options = ClientOptions(httpx_client=http_client) if http_client is not None else ClientOptions()
     client = create_client(settings.supabase_url, settings.supabase_service_key.get_secret_value(), options)

@@ -1,4 +1,8 @@
-"""Wiring: which database, which login, which token rules. Front ends and the CLI get their parts from here."""
+"""Wiring: which database, which login, which token rules. Front ends and the CLI get their parts from here.
+
+The workflow engine, the Inngest SDK and the model adapter are imported by the functions that build them: a
+server whose workflows are off (or that has no API key) never loads them, which keeps its start short.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-import inngest
 import jwt
 import psycopg
 import uvicorn.config
@@ -32,10 +35,12 @@ from services.kernel.principal import Channel, Principal
 from services.kernel.ratelimit import RateLimit, storage
 from services.kernel.tokens import AUDIENCE, TokenVerifier
 from services.kernel.uow import Database
-from workflows import engine as workflow_engine
-from workflows.anthropic_llm import AnthropicLLM
-from workflows.functions import Config as WorkflowConfig
-from workflows.production import inngest_client as production_inngest_client
+
+if TYPE_CHECKING:
+    import inngest
+
+    from workflows import engine as workflow_engine
+    from workflows.functions import Config as WorkflowConfig
 
 APP_LOGIN = "authenticator"
 
@@ -221,6 +226,8 @@ async def principal_for(db: Database, user_id: UUID, channel: Channel = Channel.
 
 
 def workflow_config(settings: Settings) -> WorkflowConfig:
+    from workflows.functions import Config as WorkflowConfig
+
     return WorkflowConfig(
         followup_days=settings.followup_days,
         reminder_cron=settings.reminder_cron,
@@ -239,6 +246,10 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
 def workflows(settings: Settings, db: Database) -> workflow_engine.Engine | None:
     """The engine this process runs (relay, and the runner when embedded); None when workflows are off."""
     quiet_http_client_logs()
+    if settings.workflow_engine == "off":
+        return None
+    from workflows import engine as workflow_engine
+
     timing = workflow_engine.Timing(relay_interval=settings.relay_interval,
                                     backoff_scale=settings.workflow_backoff_scale)
     if settings.workflow_engine == "embedded":
@@ -250,6 +261,8 @@ def workflows(settings: Settings, db: Database) -> workflow_engine.Engine | None
 
 def inngest_client(settings: Settings) -> inngest.Inngest:
     """The client for Inngest Cloud or a self-hosted Inngest, from the INNGEST_* settings."""
+    from workflows.production import inngest_client as production_inngest_client
+
     return production_inngest_client(
         event_key=_secret(settings.inngest_event_key),
         signing_key=_secret(settings.inngest_signing_key),
@@ -263,6 +276,8 @@ def llm(settings: Settings) -> LLM:
     key = _secret(settings.anthropic_api_key)
     if not key:
         return OfflineLLM()
+    from workflows.anthropic_llm import AnthropicLLM
+
     return AnthropicLLM(key, settings.ai_model, settings.ai_max_tokens, settings.ai_timeout)
 
 

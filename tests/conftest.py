@@ -9,6 +9,7 @@ viewer vic, and the "Sales" pipeline.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import os
 import shutil
@@ -372,11 +373,15 @@ def npm_tool(folder: str, packages: dict[str, str], binary: str, *, env: dict[st
     if npm is None:
         pytest.skip(f"npm is not installed: cannot install {binary}")
     tools.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(tools), "-E",
-         *(f"{name}@{version}" for name, version in packages.items())],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
-    )
+    with open(tools / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # test runs side by side (one per server) install once, in turn
+        if path.exists():
+            return path
+        result = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(tools), "-E",
+             *(f"{name}@{version}" for name, version in packages.items())],
+            capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+        )
     if result.returncode != 0 or not path.exists():
         pytest.skip(f"npm could not install {binary}: {result.stderr.strip()[-300:]}")
     return path

@@ -6,19 +6,24 @@ no prefill (refused by them). The SDK retries once by itself (a brief overload o
 beyond that the workflow owns retries: busy answers become ModelBusy with the wait the API asked for, answers
 that retrying cannot change become ModelRefused. Calls happen only inside workflow steps, never in a request
 and never inside a database transaction.
+
+The SDK is imported when the first client is made, not with this module: it takes a large share of a server's
+start, and a server without an API key (or whose workflows run elsewhere) never calls it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
-
-import anthropic
-import httpx2
+from typing import TYPE_CHECKING, Any
 
 from services.ai.answer import ANSWER_SCHEMA, to_answer
 from services.ai.llm import Answer, Context, ModelBusy, ModelRefused, Purpose
 from services.ai.prompt import new_nonce, system_prompt, user_message
+
+if TYPE_CHECKING:
+    import anthropic
+    import httpx2
 
 # A current model the installed SDK does not flag as deprecated (a test fails on a DeprecationWarning for it).
 DEFAULT_MODEL = "claude-haiku-5-5"
@@ -32,11 +37,16 @@ MAX_SDK_WAIT = 5.0
 _BUSY_STATUSES = frozenset({408, 409, 429})
 
 
-class _Client(anthropic.AsyncAnthropic):
+@functools.cache
+def _client_class() -> type[anthropic.AsyncAnthropic]:
     """The SDK client with its in-process wait before a retry bounded (see MAX_SDK_WAIT)."""
+    import anthropic
 
-    def _calculate_retry_timeout(self, *args: Any, **kwargs: Any) -> float:
-        return min(super()._calculate_retry_timeout(*args, **kwargs), MAX_SDK_WAIT)
+    class _Client(anthropic.AsyncAnthropic):
+        def _calculate_retry_timeout(self, *args: Any, **kwargs: Any) -> float:
+            return min(super()._calculate_retry_timeout(*args, **kwargs), MAX_SDK_WAIT)
+
+    return _Client
 
 
 def retry_after(headers: httpx2.Headers | None) -> float | None:
@@ -64,9 +74,11 @@ class AnthropicLLM:
     ) -> None:
         self.model = model
         self.max_tokens = max_tokens
-        self._client = _Client(api_key=api_key, timeout=timeout, max_retries=1, http_client=http_client)
+        self._client = _client_class()(api_key=api_key, timeout=timeout, max_retries=1, http_client=http_client)
 
     async def summarize(self, context: Context, purpose: Purpose) -> Answer:
+        import anthropic  # loaded by the constructor already
+
         try:
             message = await self._client.messages.create(
                 model=self.model,
