@@ -23,46 +23,43 @@ create index persons_name_prefix_idx on public.persons ((lower(name) collate "C"
 create index organizations_name_prefix_idx on public.organizations ((lower(name) collate "C"));
 create index leads_title_prefix_idx on public.leads ((lower(title) collate "C"));
 
--- Rows whose words resemble the needle, by the trigram GIN index only. Its own function so that its settings hold
--- for this statement alone: the planner takes the similarity test for cheap and would rather walk a small table,
--- computing it for every row, than read the index. Not a definer and granted to no one: only
--- private.search_candidates (as its owner) calls it, with the caller's visibility inputs already resolved.
+-- Up to `cap` visible rows whose words resemble the needle (pg_trgm's word-similarity threshold), read in bounded
+-- work whether few or many rows resemble it. The similarity test is costly per row and the planner takes it for
+-- cheap, so the way is chosen here from a probe of the table's first 100 rows: when 10 or more of them are
+-- visible and resemble the needle, a walk of the table stops after about cap / density rows (~300); otherwise the
+-- trigram GIN index reads only the rows that resemble it (about 10% of the table at most). Not a definer and granted to no one: only
+-- private.search_candidates (as its owner) calls it, with the caller's visibility inputs already resolved. The
+-- function's SET clauses restore the planner settings it changes. The needle reaches the planner as a subquery:
+-- estimating the similarity test for a known value runs it over the column's statistics, which cost more than
+-- the probe and the read together, and the way is chosen here anyway.
 create function private.search_resembling(kind text, needle text, caller uuid, admin boolean, managed uuid[],
                                           teammates uuid[], cap int)
 returns table (id uuid)
-language plpgsql stable set search_path = '' set enable_seqscan = off set enable_indexscan = off
+language plpgsql stable set search_path = '' set enable_seqscan = on set enable_bitmapscan = on
 rows 30
 as $$
+declare
+  tbl text := case kind when 'deal' then 'deals' when 'person' then 'persons'
+                        when 'organization' then 'organizations' when 'lead' then 'leads' end;
+  common boolean;
 begin
-  if kind = 'deal' then
-    return query
-    select t.id from public.deals t
-     where needle operator(extensions.<%) t.search_text
-       and (t.visibility = 'company' or t.owner_id = caller or admin or t.owner_id = any (managed)
-            or (t.visibility = 'team' and t.owner_id = any (teammates)))
-     limit cap;
-  elsif kind = 'person' then
-    return query
-    select t.id from public.persons t
-     where needle operator(extensions.<%) t.search_text
-       and (t.visibility = 'company' or t.owner_id = caller or admin or t.owner_id = any (managed)
-            or (t.visibility = 'team' and t.owner_id = any (teammates)))
-     limit cap;
-  elsif kind = 'organization' then
-    return query
-    select t.id from public.organizations t
-     where needle operator(extensions.<%) t.search_text
-       and (t.visibility = 'company' or t.owner_id = caller or admin or t.owner_id = any (managed)
-            or (t.visibility = 'team' and t.owner_id = any (teammates)))
-     limit cap;
-  elsif kind = 'lead' then
-    return query
-    select t.id from public.leads t
-     where needle operator(extensions.<%) t.search_text
-       and (t.visibility = 'company' or t.owner_id = caller or admin or t.owner_id = any (managed)
-            or (t.visibility = 'team' and t.owner_id = any (teammates)))
-     limit cap;
+  execute format($q$select count(*) >= 10 from (select * from public.%I t limit 100) t
+                    where (select $1::text) operator(extensions.<%%) t.search_text
+                      and (t.visibility = 'company' or t.owner_id = $2 or $3 or t.owner_id = any ($4)
+                           or (t.visibility = 'team' and t.owner_id = any ($5)))$q$, tbl)
+    using needle, caller, admin, managed, teammates into common;
+  if common then
+    perform set_config('enable_bitmapscan', 'off', true);
+  else
+    perform set_config('enable_seqscan', 'off', true);
   end if;
+  return query execute format(
+    $q$select t.id from public.%I t
+       where (select $1::text) operator(extensions.<%%) t.search_text
+         and (t.visibility = 'company' or t.owner_id = $2 or $3 or t.owner_id = any ($4)
+              or (t.visibility = 'team' and t.owner_id = any ($5)))
+       limit $6$q$, tbl)
+    using needle, caller, admin, managed, teammates, cap;
 end
 $$;
 
