@@ -26,12 +26,12 @@ create index leads_title_prefix_idx on public.leads ((lower(title) collate "C"))
 -- Up to `cap` visible rows whose words resemble the needle (pg_trgm's word-similarity threshold), read in bounded
 -- work whether few or many rows resemble it. The similarity test is costly per row and the planner takes it for
 -- cheap, so the way is chosen here from a probe of the table's first 100 rows: when 10 or more of them are
--- visible and resemble the needle, a walk of the table stops after about cap / density rows (~300); otherwise the
--- trigram GIN index reads only the rows that resemble it (about 10% of the table at most). Not a definer and granted to no one: only
--- private.search_candidates (as its owner) calls it, with the caller's visibility inputs already resolved. The
--- function's SET clauses restore the planner settings it changes. The needle reaches the planner as a subquery:
--- estimating the similarity test for a known value runs it over the column's statistics, which cost more than
--- the probe and the read together, and the way is chosen here anyway.
+-- visible and resemble the needle, a walk of the table stops after about cap / density rows (~300); otherwise
+-- the trigram GIN index reads only the rows that resemble it (about 10% of the table at most). The function's
+-- SET clauses restore the planner settings it changes. The needle reaches the planner as a subquery: estimating
+-- the similarity test for a known value runs it over the column's statistics, which cost more than the probe
+-- and the read together, and the way is chosen here anyway. Not a definer and granted to no one: only
+-- private.search_candidates (as its owner) calls it, with the caller's visibility inputs already resolved.
 create function private.search_resembling(kind text, needle text, caller uuid, admin boolean, managed uuid[],
                                           teammates uuid[], cap int)
 returns table (id uuid)
