@@ -238,3 +238,65 @@ def test_index_candidates_refuse_an_unknown_kind_and_an_unbounded_limit(app_url,
                          [json.dumps({"sub": str(company.people["alice"].id), "role": "authenticated"})])
             with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
                 conn.execute("select * from private.search_candidates(%s, 'x', '%%x%%', 'x%%', %s)", [kind, rows])
+
+
+# Bounded work: more matches than one search reads ------------------------------------------------------------
+
+
+def insert_records(admin, company, kind: str, titles: list[str]) -> None:
+    """Records of one kind with these titles (names), owned by bob and visible to the company."""
+    owner = company.people["bob"].id
+    for title in titles:
+        if kind == "deal":
+            admin.execute("insert into public.deals (title, owner_id, visibility, pipeline_id, stage_id)"
+                          " values (%s, %s, 'company', %s, %s)",
+                          [title, owner, company.sales_pipeline_id, company.sales_stage_ids[0]])
+        elif kind == "person":
+            first, _, last = title.partition(" ")
+            admin.execute("insert into public.persons (first_name, last_name, owner_id, visibility)"
+                          " values (%s, %s, %s, 'company')", [first, last, owner])
+        elif kind == "organization":
+            admin.execute("insert into public.organizations (name, name_key, owner_id, visibility)"
+                          " values (%s, %s, %s, 'company')", [title, title.lower(), owner])
+        else:
+            admin.execute("insert into public.leads (title, owner_id, visibility) values (%s, %s, 'company')",
+                          [title, owner])
+
+
+MORE_THAN_A_SEARCH_READS = 120
+
+
+@pytest.mark.parametrize("kind", list(SearchType))
+async def test_the_exact_name_ranks_first_among_more_matches_than_a_search_reads(actors, company, admin, kind):
+    insert_records(admin, company, kind.value,
+                   [f"Quokka Wombat{i:03}" for i in range(MORE_THAN_A_SEARCH_READS)] + ["Quokka"])
+
+    found = await find(actors, "bob", "quokka", types=[kind], limit=3)
+
+    assert found[0][:2] == (kind.value, "Quokka")
+    assert len(found) == 3
+
+
+@pytest.mark.parametrize("kind", list(SearchType))
+async def test_a_typo_finds_the_closest_record_when_few_contain_the_text(actors, company, admin, kind):
+    # "quokkaberg" is in no title; each filler shares 7 of its 11 trigrams (enough to match), the closest 9
+    insert_records(admin, company, kind.value,
+                   [f"Quokkabxyz Wombat{i:02}" for i in range(20)] + ["Quokkabezg Wombat"])
+
+    found = await find(actors, "bob", "quokkaberg", types=[kind], limit=3)
+
+    assert found[0][:2] == (kind.value, "Quokkabezg Wombat")
+    assert len(found) == 3
+
+
+@pytest.mark.parametrize("kind", list(SearchType))
+async def test_rows_containing_the_word_rank_above_typos_among_more_matches_than_a_search_reads(
+        actors, company, admin, kind):
+    insert_records(admin, company, kind.value,
+                   [f"Quokko Wombat{i:03}" for i in range(MORE_THAN_A_SEARCH_READS)]  # similar, not containing it
+                   + [f"Wombat{i:03} Quokka" for i in range(MORE_THAN_A_SEARCH_READS)])
+
+    found = await find(actors, "bob", "quokka", types=[kind], limit=5)
+
+    assert len(found) == 5
+    assert all(title.endswith(" Quokka") for _, title, _ in found), found

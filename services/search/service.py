@@ -74,7 +74,8 @@ def search_sql(text: str, kinds: list[SearchType], limit: int) -> tuple[str, lis
     for kind in kinds:
         table, title, context = _SOURCES[kind]
         # Candidates come from private.search_candidates, which can use the trigram indexes (under RLS the
-        # planner may not) and applies the same visibility rule; the rows are then read under RLS as usual.
+        # planner may not), reads a capped number of them whatever the table's size, and applies the same
+        # visibility rule; the rows are then read under RLS as usual, by primary key.
         branches.append(
             f"""
             (select '{kind.value}' as type, t.id, {title} as title, {context} as context, c.score
