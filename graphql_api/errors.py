@@ -61,7 +61,8 @@ def _code(error: ServiceError) -> str:
     return "INTERNAL_SERVER_ERROR"
 
 
-def _camel(name: str) -> str:
+def camel(name: str) -> str:
+    """A service-layer snake_case name as the schema spells it (`pipeline_id` → `pipelineId`)."""
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
 
@@ -107,7 +108,7 @@ def extensions_for(error: Exception) -> dict[str, Any] | None:
     if isinstance(error, ServiceError):
         extensions: dict[str, Any] = {"code": _code(error)}
         if isinstance(error, Invalid) and error.field:
-            extensions["field"] = _camel(error.field)
+            extensions["field"] = camel(error.field)
         if isinstance(error, DuplicateFound):
             extensions["existingId"] = str(error.existing_id)
         if isinstance(error, Forbidden) and error.permission:
@@ -121,9 +122,9 @@ def extensions_for(error: Exception) -> dict[str, Any] | None:
         location = [str(p) for p in first.get("loc", ()) if not isinstance(p, int)]
         return {
             "code": "BAD_USER_INPUT",
-            "field": _camel(location[-1]) if location else None,
+            "field": camel(location[-1]) if location else None,
             "problems": [
-                {"field": ".".join(_camel(str(p)) for p in e.get("loc", ())), "message": e.get("msg", "")}
+                {"field": ".".join(camel(str(p)) for p in e.get("loc", ())), "message": e.get("msg", "")}
                 for e in problems
             ],
         }

@@ -16,6 +16,7 @@ from strawberry.experimental.pydantic import type as from_model
 from strawberry.scalars import JSON
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
+from graphql_api.errors import camel
 from graphql_api.loaders import Loaders
 from services.activities.schemas import Activity
 from services.audit.schemas import AuditEntry
@@ -70,7 +71,7 @@ RELATIONS: dict[type, dict[str, Relation]] = {}
 
 def relation(model: type, name: str, relation: Relation, graphql_type: Any, description: str) -> Any:
     """The field `name` of `model`'s type, resolved through `relation` (see `related`)."""
-    RELATIONS.setdefault(model, {})[_camel(name)] = relation
+    RELATIONS.setdefault(model, {})[camel(name)] = relation
 
     def resolve(self: Any, info: strawberry.Info) -> Any:
         return related(relation, self, info.context)
@@ -93,11 +94,6 @@ def related(relation: Relation, record: Any, context: Any) -> Any:
     if loaded is not None and loaded.done():
         return loaded.result()
     return loader.load(key)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 async def prefetch(info: strawberry.Info, records: Sequence[Any], path: Sequence[str] = ()) -> None:
