@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import Field
@@ -52,7 +53,8 @@ class ToolPage(Page[T], Generic[T]):
 
 def clean_text(value: str, limit: int = MAX_TEXT) -> str:
     """Record text as a model may read it: cleaned (line breaks and tabs kept), and capped at `limit`."""
-    kept = text.clean_text(value)
+    # printable ASCII (ids, dates, amounts, most names) has nothing to clean
+    kept = value if value.isascii() and value.isprintable() else text.clean_text(value)
     if len(kept) > limit:
         return f"{kept[:limit]}… [{len(kept) - limit} more characters]"
     return kept
@@ -66,8 +68,14 @@ def clean(value: Any) -> Any:
     if isinstance(value, list):
         return [clean(item) for item in value]
     if isinstance(value, dict):
-        return {clean_text(str(key), 200): clean(item) for key, item in value.items()}
+        return {_clean_key(str(key)): clean(item) for key, item in value.items()}
     return value
+
+
+@lru_cache(maxsize=4096)
+def _clean_key(key: str) -> str:
+    """A dictionary key, cleaned: the same few keys come back in every record."""
+    return clean_text(key, 200)
 
 
 def as_data(result: Any) -> Any:
@@ -146,7 +154,8 @@ def fit_page(page: dict[str, Any], position: Callable[[int], str]) -> dict[str, 
     is the cursor that continues after item i."""
     page = {**page, "total": shown_total(page["total"], page.pop("total_capped", False)), "truncated": False}
     items = page["items"]
-    if result_size(page).fits():
+    whole = result_size(page)
+    if whole.fits():
         return page
 
     def cut(count: int) -> dict[str, Any]:
@@ -154,6 +163,19 @@ def fit_page(page: dict[str, Any], position: Callable[[int], str]) -> dict[str, 
                 "next_cursor": position(count - 1)}
 
     low, high = 1, len(items) - 1  # the most records that fit lies in [low, high] (or is none: then low)
+    # Measuring a cut serializes it: start from the share of the records the budget holds (records are of much the
+    # same size), so that the search usually ends after measuring that cut and the next one.
+    share = min((MAX_RESULT_CHARS - RESERVE_CHARS) / whole.chars, MAX_RESULT_TOKENS / whole.tokens)
+    guess = min(max(int(len(items) * share), low), high)
+    if result_size(cut(guess)).fits():
+        low, neighbour = guess, guess + 1
+    else:
+        high, neighbour = guess - 1, guess - 1
+    if low <= neighbour <= high and low < high:
+        if result_size(cut(neighbour)).fits():
+            low = neighbour
+        else:
+            high = neighbour - 1
     while low < high:
         middle = (low + high + 1) // 2
         if result_size(cut(middle)).fits():

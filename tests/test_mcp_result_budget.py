@@ -173,3 +173,38 @@ async def test_tools_whose_results_are_fitted_tell_the_client_the_budget_in_char
         ["get_deal", "get_person", "get_organization", "get_lead", "list_deals", "list_persons",
          "list_organizations", "list_leads", "list_activities", "list_notes", "list_notifications"], 50_000)
     assert MAX_RESULT_CHARS == 50_000
+
+
+def test_a_fitted_page_keeps_the_most_whole_records_that_fit():
+    """Whatever the records' sizes, `fit_page` keeps as many as fit (checked against trying every count)."""
+    from mcp_server.safety import fit_page, result_size
+
+    def page(sizes: list[int]) -> dict[str, Any]:
+        items = [{"id": f"{n:08x}-0000-4000-8000-000000000000", "text": prose(n, size)} for n, size in enumerate(sizes)]
+        return {"items": items, "total": len(items), "total_capped": False, "next_cursor": None, "has_next": False}
+
+    def most_that_fit(data: dict[str, Any]) -> int:
+        whole = {**data, "total": data["total"], "truncated": False}
+        whole.pop("total_capped")
+        if result_size(whole).fits():
+            return len(data["items"])
+        fitting = [count for count in range(1, len(data["items"])) if result_size(
+            {**whole, "items": data["items"][:count], "truncated": True, "has_next": True,
+             "next_cursor": f"after {count - 1}"}).fits()]
+        return max(fitting, default=1)
+
+    shapes = {
+        "even": [900] * 60,
+        "growing": [100 + 40 * n for n in range(60)],
+        "shrinking": [2500 - 40 * n for n in range(60)],
+        "one large first": [30_000] + [300] * 80,
+        "one large last": [300] * 40 + [30_000],
+        "alternating": [200 if n % 2 else 2000 for n in range(70)],
+        "fits whole": [100] * 20,
+        "none fits but the first": [60_000, 60_000, 60_000],
+    }
+    for name, sizes in shapes.items():
+        data = page(sizes)
+        fitted = fit_page({**data, "items": list(data["items"])}, lambda index: f"after {index}")
+        assert len(fitted["items"]) == most_that_fit(data), name
+        assert fitted["truncated"] is (len(fitted["items"]) < len(sizes)), name

@@ -75,6 +75,15 @@ def test_a_single_line_has_single_spaces_and_no_ends():
     assert clean_text("  Ada \t\n Lovelace  ", single_line=True) == "Ada Lovelace"
 
 
+@pytest.mark.parametrize("other", ["", "é"], ids=["ascii text", "other text"])
+def test_every_ascii_character_is_kept_or_dropped_alike_in_ascii_and_in_other_text(other):
+    for code in range(128):
+        char = chr(code)
+        expected = "" if (code < 32 and char not in "\n\t\r\x0b\x0c") or code == 127 else char
+        expected = "\n" if char in "\r\x0b\x0c" else expected
+        assert clean_text(f"a{char}b{other}") == f"a{expected}b{other}", repr(char)
+
+
 def test_visible_text_of_every_script_is_kept():
     text = "Zoë Ñandú, 李小龍, Влади́мир, שָׁלוֹם, مرحبا, नमस्ते, 😀 ✓"
     assert clean_text(text) == text

@@ -34,6 +34,11 @@ _INVISIBLE = re.compile(
 )
 
 
+# What of the above ASCII text can hold once its line breaks are "\n": the C0 controls but tab and newline, and
+# DEL. Most of the CRM's text is ASCII, and is cleaned by this one pattern rather than a character at a time.
+_ASCII_DROPPED = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
 @lru_cache(maxsize=8192)
 def _dropped(char: str) -> bool:
     return char not in _KEEP and (
@@ -48,5 +53,8 @@ def clean_text(text: str, *, single_line: bool = False) -> str:
     subjects) keeps none: runs of whitespace, line breaks included, become one space, and the ends are
     trimmed."""
     text = _LINE_BREAK.sub("\n", text)
-    kept = "".join(char for char in text if not _dropped(char))
+    if text.isascii():
+        kept = _ASCII_DROPPED.sub("", text)
+    else:
+        kept = "".join(char for char in text if not _dropped(char))
     return " ".join(kept.split()) if single_line else kept
