@@ -208,3 +208,15 @@ def test_a_fitted_page_keeps_the_most_whole_records_that_fit():
         fitted = fit_page({**data, "items": list(data["items"])}, lambda index: f"after {index}")
         assert len(fitted["items"]) == most_that_fit(data), name
         assert fitted["truncated"] is (len(fitted["items"]) < len(sizes)), name
+
+
+def test_a_result_is_measured_as_the_client_receives_it():
+    import json
+
+    from mcp_server.safety import as_text, estimated_tokens, result_size
+
+    data = {"items": [{"id": "0000000a-0000-4000-8000-000000000000", "name": "Zoë <b>\n\t\"q\"", "n": 1.5}],
+            "total": "1000+", "next_cursor": "abc", "truncated": True}
+    whole = json.dumps({"content": [{"type": "text", "text": as_text(data)}], "structuredContent": data},
+                       ensure_ascii=False, separators=(",", ":"))
+    assert result_size(data) == (len(whole), estimated_tokens(whole))
