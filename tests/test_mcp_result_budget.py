@@ -220,3 +220,20 @@ def test_a_result_is_measured_as_the_client_receives_it():
     whole = json.dumps({"content": [{"type": "text", "text": as_text(data)}], "structuredContent": data},
                        ensure_ascii=False, separators=(",", ":"))
     assert result_size(data) == (len(whole), estimated_tokens(whole))
+
+
+def test_ids_are_counted_as_the_id_pattern_finds_them():
+    import re
+
+    from mcp_server.safety import count_ids
+
+    pattern = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    one = "0000000a-0000-4000-8000-00000000000b"
+    texts = [
+        "", one, f'"{one}","{one}"', one + one, one[1:], "x" + one[:-1], f"abcdef{one}",
+        f"{one}-aaaa-bbbb-cccc-ddddeeeeffff",
+        f"-aaaa-bbbb-cccc-dddd{one}", f"{one[:8]}-{one}", one.upper(), f'{{"id":"{one}","n":"{one[9:]}"}}',
+        "ab-cd" * 50 + one,
+    ]
+    for text in texts:
+        assert count_ids(text) == len(pattern.findall(text)), text
