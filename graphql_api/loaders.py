@@ -53,6 +53,9 @@ def _grouped(
 
 class Loaders:
     def __init__(self, read: Read) -> None:
+        # Records read ahead for a page or record (graphql_api.types.prefetch), by loader and key: its relation
+        # fields take them from here, without a future per key as a loader's cache would need.
+        self.read_ahead: dict[DataLoader[Any, Any], dict[Any, Any]] = {}
         self.user: DataLoader[UUID, UserProfile | None] = _by_id(read, users.get_many)
         self.pipeline: DataLoader[UUID, Pipeline | None] = _by_id(read, pipelines.get_many)
         self.stage: DataLoader[UUID, Stage | None] = _by_id(read, pipelines.get_stages)

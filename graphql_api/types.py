@@ -89,7 +89,10 @@ def related(relation: Relation, record: Any, context: Any) -> Any:
     key = getattr(record, relation.key)
     if key is None:
         return None
-    loader = relation.loader(context.loaders)
+    loaders = context.loaders
+    loader = relation.loader(loaders)
+    if (ahead := loaders.read_ahead.get(loader)) is not None and (found := ahead.get(key, _MISSING)) is not _MISSING:
+        return found
     loaded = loader.cache_map.get(key)
     if loaded is not None and loaded.done():
         return loaded.result()
@@ -98,9 +101,10 @@ def related(relation: Relation, record: Any, context: Any) -> Any:
 
 async def prefetch(info: strawberry.Info, records: Sequence[Any], path: Sequence[str] = ()) -> None:
     """Read, a level at a time, the related records the query selects below `records` (reached from the current
-    field through `path`, e.g. edges → node): one batch per relation and level, as the loaders would, but before
-    the fields resolve, so that every field of the page resolves synchronously. A relation that fails is left to
-    its field, which then reports the error where it belongs."""
+    field through `path`, e.g. edges → node): one batch per relation and level, through the loaders' batch
+    functions, the level's batches in one round trip (`UnitOfWork.reads_together`), but before the fields resolve,
+    so that every field of the page resolves synchronously. A relation that fails is left to its field, which then
+    reports the error where it belongs."""
     loaders, principal = _loaders(info), info.context.principal
     level = [(records, _below(info.selected_fields, path))]
     while level:
@@ -116,14 +120,28 @@ async def prefetch(info: strawberry.Info, records: Sequence[Any], path: Sequence
                 keys = list(dict.fromkeys(k for record in found if (k := getattr(record, relation.key)) is not None))
                 if keys:
                     reads.append((relation, keys, below))
-        outcomes = await asyncio.gather(*(relation.loader(loaders).load_many(keys) for relation, keys, _ in reads),
-                                        return_exceptions=True)
+        if not reads:
+            break
+        async with (await info.context.read()).reads_together():  # one round trip for the level's batches
+            outcomes = await asyncio.gather(*(_read_ahead(loaders, relation.loader(loaders), keys)
+                                              for relation, keys, _ in reads), return_exceptions=True)
         level = []
         for (relation, _, below), outcome in zip(reads, outcomes, strict=True):
             if isinstance(outcome, BaseException) or not below:
                 continue
             loaded = [r for group in outcome for r in (group if relation.many else [group]) if r is not None]
             level.append((loaded, below))
+
+
+_MISSING = object()
+
+
+async def _read_ahead(loaders: Loaders, loader: DataLoader[Any, Any], keys: list[Any]) -> list[Any]:
+    """What `loader` gives for `keys`, read in one batch (but for keys read ahead before) and kept for `related`."""
+    ahead = loaders.read_ahead.setdefault(loader, {})
+    if missing := [key for key in keys if key not in ahead]:
+        ahead.update(zip(missing, await loader.load_fn(missing), strict=True))
+    return [ahead[key] for key in keys]
 
 
 def _fields(selections: Sequence[Selection]) -> dict[str, list[Selection]]:

@@ -554,10 +554,10 @@ async def deals_page_statements(api: Api, statements: list[str], count: int) -> 
 
 # One transaction: authentication opens it (the caller's roles read in the same round trip as its settings), then
 # the page (not counted: the query does not ask for totalCount) and one query per relation, however many deals.
-STATEMENTS = [
-    "BEGIN",
+STATEMENTS = [  # BEGIN goes out before the settings, in their round trip; it is logged as psycopg sends it
     "select set_config('request.jwt.claims', %s, true), set_config('role', %s, true),"
     " set_config('pipecd.channel', %s, true), set_config('statement_timeout', %s, true)",
+    "BEGIN",
     "select p.email, array(select r.role from public.user_roles r where r.user_id = p.id) as roles, array(select"
     " m.team_id from public.team_members m where m.user_id = p.id) as team_ids from public.user_profiles p where"
     " p.id = auth.uid()",

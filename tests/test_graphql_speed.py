@@ -1,15 +1,20 @@
 """What keeps the gateway's cost per request flat: a page's relations are read ahead in one batch per relation and
-level, then resolve without a task, future or statement per record; and a request's objects are freed as it ends
-(no reference cycle through its context is left for the cyclic garbage collector)."""
+level, the level's batches sent in one round trip, then resolve without a task, future or statement per record;
+and a request's objects are freed as it ends (no reference cycle through its context is left for the cyclic
+garbage collector)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import weakref
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+import psycopg
+import pytest
+from psycopg._connection_base import BaseConnection
 from test_graphql_http import SqlLog
 
 from graphql_api.context import Context
@@ -51,22 +56,51 @@ class Tasks:
         self._loop.set_task_factory(self._before)
 
 
-async def measured(api, monkeypatch) -> tuple[dict[str, Any], int, int]:
-    """The page, the statements and the tasks it took."""
-    sql, tasks = SqlLog(monkeypatch), Tasks()
-    try:
-        body = await api.query(PAGE)
-    finally:
-        tasks.stop()
-    return body, len(sql.take()), tasks.started
+class RoundTrips:
+    """Counts the round trips to Postgres while installed: a statement sent alone, or a pipeline of them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        execute, exec_command = psycopg.AsyncCursor.execute, BaseConnection._exec_command
+        pipeline = psycopg.AsyncConnection.pipeline
+
+        async def counted_execute(cursor: Any, *args: Any, **kwargs: Any) -> Any:
+            self.count += not cursor.connection._pipeline
+            return await execute(cursor, *args, **kwargs)
+
+        def counted_command(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            self.count += not conn._pipeline
+            return (yield from exec_command(conn, *args, **kwargs))
+
+        @asynccontextmanager
+        async def counted_pipeline(conn: Any) -> Any:
+            self.count += not conn._pipeline
+            async with pipeline(conn) as entered:
+                yield entered
+
+        monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted_execute)
+        monkeypatch.setattr(BaseConnection, "_exec_command", counted_command)
+        monkeypatch.setattr(psycopg.AsyncConnection, "pipeline", counted_pipeline)
+
+
+async def measured(api, monkeypatch) -> tuple[dict[str, Any], int, int, int]:
+    """The page, and the statements, round trips and tasks it took."""
+    with monkeypatch.context() as patches:
+        round_trips = RoundTrips(patches)
+        sql, tasks = SqlLog(patches), Tasks()
+        try:
+            body = await api.query(PAGE)
+        finally:
+            tasks.stop()
+    return body, len(sql.take()), round_trips.count, tasks.started
 
 
 async def test_a_page_costs_the_same_statements_and_tasks_for_3_records_as_for_12(api, actors, monkeypatch):
     await deals_with_relations(actors, 3)
     await api.query(PAGE)  # anything done once per process happens before
-    small, small_statements, small_tasks = await measured(api, monkeypatch)
+    small, small_statements, small_trips, small_tasks = await measured(api, monkeypatch)
     await deals_with_relations(actors, 9, first=3)
-    large, large_statements, large_tasks = await measured(api, monkeypatch)
+    large, large_statements, large_trips, large_tasks = await measured(api, monkeypatch)
 
     assert small["data"]["deals"]["totalCount"] == 3
     assert large["data"]["deals"]["totalCount"] == 12
@@ -77,7 +111,9 @@ async def test_a_page_costs_the_same_statements_and_tasks_for_3_records_as_for_1
         "notes": [], "stageHistory": [{"toStage": {"name": "Qualified"}}],
     }
     assert "errors" not in large
-    assert (large_statements, large_tasks) == (small_statements, small_tasks)
+    assert (large_statements, large_trips, large_tasks) == (small_statements, small_trips, small_tasks)
+    # BEGIN, the settings and the caller's roles; the count; the page; its six relations; COMMIT
+    assert (large_statements, large_trips) == (12, 5)
 
 
 async def test_a_request_leaves_nothing_for_the_cyclic_garbage_collector(api, actors, monkeypatch):
@@ -101,3 +137,15 @@ async def test_a_request_leaves_nothing_for_the_cyclic_garbage_collector(api, ac
         assert contexts[1]() is None  # freed by reference counting alone
     finally:
         gc.enable()
+
+
+async def test_a_created_deal_costs_four_round_trips(api, monkeypatch):
+    create = """mutation { createDeal(input: {title: "Fast"}) { id title version } }"""
+    await api.query(create)  # anything done once per process happens before
+    with monkeypatch.context() as patches:
+        round_trips, sql = RoundTrips(patches), SqlLog(patches)
+        body = await api.query(create)
+    assert body["data"]["createDeal"]["title"] == "Fast" and body["data"]["createDeal"]["version"] == 1
+    statements = sql.take()
+    # BEGIN, the settings and the caller's roles; the placement; the insert; the audit row and event, and COMMIT
+    assert (len(statements), round_trips.count) == (7, 4), "\n".join(statements)

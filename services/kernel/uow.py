@@ -5,12 +5,17 @@ inside passes the RLS policies as that user (`authenticated`) or as the system (
 write through it, append audit rows, and emit events; the audit rows and the events are written together,
 in one statement, just before commit, in the same transaction. Services never commit: leaving the
 `async with` block does.
+
+Round trips are what a request pays most for on a small machine, so a unit of work spends few: BEGIN, the
+settings and an opening query (the caller's roles) go out together; reads started together go out together
+(`reads_together`); the bookkeeping statement goes out with COMMIT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -20,6 +25,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -28,6 +34,8 @@ from pydantic_core import to_jsonable_python
 from services.kernel.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unavailable
 from services.kernel.pagination import COUNT_LIMIT
 from services.kernel.principal import AnyPrincipal, SystemPrincipal
+
+logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 Params = Sequence[Any] | Mapping[str, Any] | None
@@ -48,6 +56,13 @@ class AuditRow:
     diff: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Read:
+    query: str
+    params: Params
+    rows: asyncio.Future[list[Row]]
+
+
 @dataclass
 class UnitOfWork:
     conn: psycopg.AsyncConnection[Row]
@@ -56,6 +71,11 @@ class UnitOfWork:
     audits: list[AuditRow] = field(default_factory=list)
     opening_row: Row | None = None  # the first row of the query the transaction was opened with, if any
     count_limit: int = COUNT_LIMIT  # lists count their matches up to this many (see records.count)
+    # Reads are sent together inside `reads_together` blocks (how many are open), those waiting here; a statement
+    # is sent, and its rows read, holding `_sending`, so that no two interleave on the connection.
+    _together: int = field(default=0, repr=False)
+    _waiting: list[_Read] = field(default_factory=list, repr=False)
+    _sending: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property
     def user_id(self) -> UUID | None:
@@ -64,16 +84,68 @@ class UnitOfWork:
     # Queries. Database errors that the service layer did not pre-empt become domain errors here.
 
     async def one(self, query: str, params: Params = None) -> Row | None:
-        cur = await self._execute(query, params)
-        return await cur.fetchone()
+        async with self._sending:
+            cur = await self._execute(query, params)
+            return await cur.fetchone()
 
     async def all(self, query: str, params: Params = None) -> list[Row]:
-        cur = await self._execute(query, params)
-        return await cur.fetchall()
+        if self._together:
+            return await self._read_together(query, params)
+        async with self._sending:
+            cur = await self._execute(query, params)
+            return await cur.fetchall()
 
     async def execute(self, query: str, params: Params = None) -> int:
-        cur = await self._execute(query, params)
-        return cur.rowcount
+        async with self._sending:
+            cur = await self._execute(query, params)
+            return cur.rowcount
+
+    @asynccontextmanager
+    async def reads_together(self) -> AsyncIterator[None]:
+        """Within this block, the `all` reads that concurrent tasks start at the same moment (e.g. the batch reads
+        of one level of a GraphQL selection, gathered) are sent to the database in one round trip, a psycopg
+        pipeline, rather than one after another: on a small machine each round trip costs as much CPU as a small
+        query. A read that comes later is sent with the next ones, or alone; the answers are the same either way.
+        If one read of a batch fails, the transaction is aborted and every read of it fails."""
+        self._together += 1
+        try:
+            yield
+        finally:
+            self._together -= 1
+
+    async def _read_together(self, query: str, params: Params) -> list[Row]:
+        read = _Read(query, params, asyncio.get_running_loop().create_future())
+        self._waiting.append(read)
+        if len(self._waiting) > 1:  # the first reader of this moment sends them all
+            return await read.rows
+        batch: list[_Read] = []
+        try:
+            await asyncio.sleep(0)  # the other tasks of this moment add their reads
+            batch, self._waiting = self._waiting, []
+            async with self._sending:
+                if len(batch) == 1:
+                    cursors = [await self._execute(query, params)]
+                else:
+                    async with self.conn.pipeline():
+                        cursors = [await self._execute(r.query, r.params) for r in batch]
+                for r, cursor in zip(batch, cursors, strict=True):
+                    rows = await cursor.fetchall()
+                    if not r.rows.done():  # (a reader whose task was cancelled meanwhile is done)
+                        r.rows.set_result(rows)
+        except BaseException as exc:
+            if not batch:  # cancelled before sending: the reads that joined fail with it
+                batch, self._waiting = self._waiting, []
+            mapped = domain_error(exc) if isinstance(exc, psycopg.Error) else None
+            for r in batch:
+                if r is not read and not r.rows.done():
+                    if isinstance(exc, Exception):
+                        r.rows.set_exception(mapped or exc)
+                    else:
+                        r.rows.cancel()
+            if mapped is not None:
+                raise mapped from exc
+            raise
+        return read.rows.result()
 
     async def _execute(self, query: str, params: Params) -> psycopg.AsyncCursor[Row]:
         try:
@@ -100,7 +172,7 @@ class UnitOfWork:
         after: Mapping[str, Any] | None = None,
     ) -> None:
         """Append an audit row with the changed fields' before/after values. It is written with the events (see
-        flush_events), in order, before commit: one round trip for all of a change's bookkeeping. The database
+        flush_events), in order, in the round trip that commits (see commit). The database
         function fixes the actor, the time and the channel, and refuses an operation the caller's permissions
         do not produce; that refusal fails the commit, and with it the change."""
         self.audits.append(AuditRow(operation, entity_type, entity_id, audit_diff(before, after)))
@@ -108,10 +180,34 @@ class UnitOfWork:
     async def flush_events(self) -> int:
         """Write the pending audit rows and events now, in one round trip, through the database functions that
         fix the actor, the time and the channel and refuse what the caller's permissions do not produce;
-        returns how many events were new (an id already in the outbox is skipped). Commit flushes what is
-        left."""
-        if not self.audits and not self.events:
+        returns how many events were new (an id already in the outbox is skipped). Commit writes what is
+        left (see `commit`)."""
+        if (statement := self._bookkeeping()) is None:
             return 0
+        row = await self.one(*statement)
+        emitted = 0 if not self.events or row is None else int(row["emitted"])
+        self.audits.clear()
+        self.events.clear()
+        return emitted
+
+    async def commit(self) -> None:
+        """Write what is pending (as `flush_events`) and commit, in one round trip: a pipeline of the two."""
+        if (statement := self._bookkeeping()) is None:
+            await self.conn.commit()
+            return
+        async with self._sending:
+            async with self.conn.pipeline():
+                await self._execute(*statement)
+                # COMMIT as a statement of the pipeline: psycopg's commit() syncs the pipeline itself, which
+                # stalls behind a large statement still being sent (measured: ~1 MB of audit rows)
+                await self.conn.execute("COMMIT", prepare=False)
+        self.audits.clear()
+        self.events.clear()
+
+    def _bookkeeping(self) -> tuple[str, list[Any]] | None:
+        """The statement writing the pending audit rows and events, if there are any."""
+        if not self.audits and not self.events:
+            return None
         columns: list[str] = []
         params: list[Any] = []
         if self.audits:
@@ -130,11 +226,7 @@ class UnitOfWork:
             params.append(
                 Jsonb([{"name": e.name, "data": e.data, **({"id": e.id} if e.id else {})} for e in self.events])
             )
-        row = await self.one(f"select {', '.join(columns)}", params)
-        self.audits.clear()
-        emitted = 0 if not self.events or row is None else int(row["emitted"])
-        self.events.clear()
-        return emitted
+        return f"select {', '.join(columns)}", params
 
 
 def domain_error(exc: psycopg.Error) -> ServiceError | None:
@@ -290,25 +382,35 @@ class Database:
         `opening` is a query sent with the transaction's settings in one round trip (a pipeline); its first row
         is `uow.opening_row`. Authentication reads the caller's roles this way, in the request's own transaction."""
         role = "service_role" if isinstance(principal, SystemPrincipal) else "authenticated"
+        settings = [json.dumps(principal.claims()), role, principal.channel.value, self._timeout_setting()]
         async with self._connection() as conn:
             try:
-                async with conn.transaction():
-                    settings = [json.dumps(principal.claims()), role, principal.channel.value, self._timeout_setting()]
-                    opening_row: Row | None = None
-                    if opening is None:
-                        await conn.execute(_SETTINGS, settings)
-                    else:
-                        async with conn.pipeline():
-                            await conn.execute(_SETTINGS, settings)
-                            cursor = await conn.execute(opening)
-                        opening_row = await cursor.fetchone()
-                    uow = UnitOfWork(conn, principal, opening_row=opening_row, count_limit=self.count_limit)
-                    yield uow
-                    await uow.flush_events()
-            except psycopg.Error as exc:  # deferred constraints fail at commit
-                if (mapped := domain_error(exc)) is None:
-                    raise
-                raise mapped from exc
+                # BEGIN (psycopg's own, this connection not being in autocommit mode), the settings and the
+                # opening query go out together, and their answers come back together: one round trip. The
+                # pipeline ends there: its deferred results would not suit the statements that follow.
+                async with conn.pipeline():
+                    await conn.execute(_SETTINGS, settings)
+                    opened = await conn.execute(opening) if opening is not None else None
+                opening_row = await opened.fetchone() if opened is not None else None
+                uow = UnitOfWork(conn, principal, opening_row=opening_row, count_limit=self.count_limit)
+                yield uow
+                await uow.commit()  # a refused audit row, or a deferred constraint, fails here
+            except BaseException as exc:
+                await _roll_back(conn)
+                if isinstance(exc, psycopg.Error) and (mapped := domain_error(exc)) is not None:
+                    raise mapped from exc
+                raise
+
+
+async def _roll_back(conn: psycopg.AsyncConnection[Row]) -> None:
+    """Roll back what the failed unit of work did, if the connection can still say so; if it cannot (a cancelled
+    statement, a broken connection), the pool discards or resets the connection."""
+    if conn.closed or conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        return
+    try:
+        await conn.rollback()
+    except Exception as exc:
+        logger.warning("rollback failed on a unit of work's connection: %s", exc)
 
 
 # The task that holds a pool connection, if this context's task does. Set and cleared with set() (not
