@@ -4,6 +4,7 @@ layer's batch functions (which apply the same permissions and RLS as single read
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from functools import cached_property
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -52,30 +53,61 @@ def _grouped(
 
 
 class Loaders:
+    """The request's loaders, each made when first used: a request uses a few of them, and one that writes gets a
+    fresh set after each mutation."""
+
     def __init__(self, read: Read) -> None:
+        self._read = read
         # Records read ahead for a page or record (graphql_api.types.prefetch), by loader and key: its relation
         # fields take them from here, without a future per key as a loader's cache would need.
         self.read_ahead: dict[DataLoader[Any, Any], dict[Any, Any]] = {}
-        self.user: DataLoader[UUID, UserProfile | None] = _by_id(read, users.get_many)
-        self.pipeline: DataLoader[UUID, Pipeline | None] = _by_id(read, pipelines.get_many)
-        self.stage: DataLoader[UUID, Stage | None] = _by_id(read, pipelines.get_stages)
-        self.person: DataLoader[UUID, Person | None] = _by_id(read, contacts.get_persons)
-        self.organization: DataLoader[UUID, Organization | None] = _by_id(read, contacts.get_organizations)
-        self.deal: DataLoader[UUID, Deal | None] = _by_id(read, deals.get_many)
-        self.lead: DataLoader[UUID, Lead | None] = _by_id(read, leads.get_many)
-        self.stage_history: DataLoader[UUID, list[StageChange]] = _grouped(read, deals.stage_histories)
-        self.activities_of: dict[str, DataLoader[UUID, list[Activity]]] = {
-            link: _grouped(read, lambda uow, ids, link=link: activities.list_for(uow, link, ids))
-            for link in ("deal_id", "lead_id", "person_id", "organization_id")
-        }
-        self.notes_of: dict[str, DataLoader[UUID, list[Note]]] = {
-            link: _grouped(read, lambda uow, ids, link=link: notes.list_for(uow, link, ids))
-            for link in ("deal_id", "lead_id", "person_id", "organization_id")
-        }
-        self.latest_summary: dict[SummarySubject, DataLoader[UUID, Summary | None]] = {
-            kind: _by_subject(read, lambda uow, ids, kind=kind: summaries.latest_for(uow, kind, ids))
-            for kind in (SummarySubject.DEAL, SummarySubject.PERSON, SummarySubject.ORGANIZATION)
-        }
+
+    @cached_property
+    def user(self) -> DataLoader[UUID, UserProfile | None]:
+        return _by_id(self._read, users.get_many)
+
+    @cached_property
+    def pipeline(self) -> DataLoader[UUID, Pipeline | None]:
+        return _by_id(self._read, pipelines.get_many)
+
+    @cached_property
+    def stage(self) -> DataLoader[UUID, Stage | None]:
+        return _by_id(self._read, pipelines.get_stages)
+
+    @cached_property
+    def person(self) -> DataLoader[UUID, Person | None]:
+        return _by_id(self._read, contacts.get_persons)
+
+    @cached_property
+    def organization(self) -> DataLoader[UUID, Organization | None]:
+        return _by_id(self._read, contacts.get_organizations)
+
+    @cached_property
+    def deal(self) -> DataLoader[UUID, Deal | None]:
+        return _by_id(self._read, deals.get_many)
+
+    @cached_property
+    def lead(self) -> DataLoader[UUID, Lead | None]:
+        return _by_id(self._read, leads.get_many)
+
+    @cached_property
+    def stage_history(self) -> DataLoader[UUID, list[StageChange]]:
+        return _grouped(self._read, deals.stage_histories)
+
+    @cached_property
+    def activities_of(self) -> dict[str, DataLoader[UUID, list[Activity]]]:
+        return {link: _grouped(self._read, lambda uow, ids, link=link: activities.list_for(uow, link, ids))
+                for link in ("deal_id", "lead_id", "person_id", "organization_id")}
+
+    @cached_property
+    def notes_of(self) -> dict[str, DataLoader[UUID, list[Note]]]:
+        return {link: _grouped(self._read, lambda uow, ids, link=link: notes.list_for(uow, link, ids))
+                for link in ("deal_id", "lead_id", "person_id", "organization_id")}
+
+    @cached_property
+    def latest_summary(self) -> dict[SummarySubject, DataLoader[UUID, Summary | None]]:
+        return {kind: _by_subject(self._read, lambda uow, ids, kind=kind: summaries.latest_for(uow, kind, ids))
+                for kind in (SummarySubject.DEAL, SummarySubject.PERSON, SummarySubject.ORGANIZATION)}
 
 
 def _by_subject(
