@@ -1,4 +1,9 @@
-"""Per-user rate limits: a moving window per user and surface, in this process's memory or in a shared store.
+"""Per-user rate limits: a sliding window per user and surface, in this process's memory or in a shared store.
+
+The window is `limits`' sliding window counter: the current fixed window's count plus the previous one's,
+weighted by how much of the previous window the sliding window still covers. It approximates a moving window
+(which remembers every request) in constant memory and time per user; `limits`' in-memory moving window expired
+its entries through a worker thread on every request.
 
 A limit is a `limits` expression such as "120/minute" or "10/second;500/hour", counted per user (the token's
 verified subject), never per token, session or connection, so a caller cannot go faster by opening more of them.
@@ -17,7 +22,7 @@ from uuid import UUID
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 
@@ -52,7 +57,7 @@ class RateLimit:
     def __init__(self, surface: str, expression: str, store: Storage | None = None) -> None:
         self.surface = surface
         self.items: list[RateLimitItem] = parse_many(expression)  # ValueError on a malformed expression
-        self._limiter = MovingWindowRateLimiter(store if store is not None else storage())
+        self._limiter = SlidingWindowCounterRateLimiter(store if store is not None else storage())
 
     async def hit(self, user: UUID | str) -> None:
         """Count one request by `user`, or raise `RateLimited` (saying when to retry) when it would go over.
