@@ -15,6 +15,7 @@ from cross_web import HTTPException
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIWebSocketRoute
+from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -187,6 +188,11 @@ class _Router(GraphQLRouter):
             sub_response.status_code = 503
             sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return super().create_response(response_data, sub_response)
+
+    def encode_json(self, data: object) -> bytes:
+        """The answer as compact UTF-8 JSON, by pydantic-core's encoder: several times faster than the standard
+        library's on a page of records."""
+        return to_json(data)
 
     def decode_json(self, data: str | bytes) -> object:
         too_deep = HTTPException(400, f"the request's JSON nests deeper than {MAX_JSON_DEPTH} levels")
