@@ -17,7 +17,6 @@ budget (their data is smaller there: sent once, not twice).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -25,7 +24,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
 from mcp_server.records import Detail, shown_total
 from services.kernel import text
@@ -95,7 +94,9 @@ def size(data: Any) -> int:
 
 
 def _json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    """`data` as compact JSON (UTF-8, not escaped to ASCII), by pydantic-core's encoder: several times faster than
+    the standard library's on a page of records, measured three times per fitted page."""
+    return to_json(data, fallback=str).decode()
 
 
 # A UUID as JSON text: 36 characters that BPE tokenizers cut into about 21 tokens (hex runs split at every
@@ -146,7 +147,7 @@ def result_size(data: Any) -> Size:
     """The size of the tool result that carries `data`, as the client receives it: one JSON document holding the
     text content (`as_text`, with its JSON escaped once more inside a string) and the structured content."""
     structured = _json(data)  # serialized once, for both
-    text = json.dumps(as_text(data, structured), ensure_ascii=False)
+    text = _json(as_text(data, structured))
     whole = f'{{"content":[{{"type":"text","text":{text}}}],"structuredContent":{structured}}}'
     return Size(len(whole), estimated_tokens(whole))
 
