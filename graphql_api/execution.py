@@ -235,7 +235,7 @@ class Execution(StrawberryGraphQLCoreExecutionContext):
                 step.kind is _Kind.LIST and not self._plain_items(value, step)):
             return super().execute_field(parent_type, source, step.fields, path, position_context)
         grouped_field_set, defers, _ = self.collect_subfields(object_type, step.fields)
-        if defers:
+        if defers or position_context is not None:  # incremental delivery (@defer) plans its own way
             return super().execute_field(parent_type, source, step.fields, path, position_context)
         try:
             if step.kind is _Kind.OBJECT:
