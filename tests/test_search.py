@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
+import psycopg
 import pytest
 
 from services.contacts import service as contacts
@@ -300,3 +303,98 @@ async def test_rows_containing_the_word_rank_above_typos_among_more_matches_than
 
     assert len(found) == 5
     assert all(title.endswith(" Quokka") for _, title, _ in found), found
+
+
+# Similar words are read only when they could be shown ----------------------------------------------------
+
+
+@contextmanager
+def searching_as(app_url, company, who: str):
+    """A connection of the app's login acting for `who` under RLS, as a request does."""
+    with psycopg.connect(app_url) as conn, conn.transaction():
+        conn.execute("select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
+                     [json.dumps({"sub": str(company.people[who].id), "role": "authenticated"})])
+        yield conn
+
+
+def scored_by_hand(text: str, limit: int) -> tuple[str, list[object]]:
+    """The reference answer: every visible row that contains or resembles the text, scored by the formula."""
+    branches = []
+    for kind, (table, title, context) in search._SOURCES.items():
+        branches.append(
+            f"select '{kind.value}' as type, t.id, {title} as title, {context} as context,"
+            f" extensions.word_similarity(%(text)s, t.search_text)"
+            f" + case when t.search_text like %(contains)s then 0.5 else 0 end"
+            f" + case when lower({title}) like %(prefix)s then 0.5 else 0 end as score"
+            f" from public.{table} t"
+            f" where t.search_text like %(contains)s or %(text)s operator(extensions.<%%) t.search_text")
+    sql = "select * from (" + " union all ".join(branches) + ") hits order by score desc, title, id limit %(limit)s"
+    return sql, {"text": text, "contains": f"%{text}%", "prefix": f"{text}%", "limit": limit}  # type: ignore[return-value]
+
+
+def similar_word_company(admin, company) -> None:
+    for kind in SearchType:
+        insert_records(admin, company, kind.value, [f"Quokka Wombat {kind.value}", f"Quokko Wombat {kind.value}",
+                                                    f"Bokker Numbat {kind.value}"])
+    insert_records(admin, company, "deal", ["Wombat Quokkaberk", "Wombat Quokkaberg Trust",
+                                            "Numbat Alpha", "Numbat Beta", "Numbatx Gamma"])
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "similar_words_read"),
+    [
+        ("quokka", 4, False),  # 6 rows score above 1 (they contain it): no similar word could rank among them
+        ("quokka", 7, True),  # only 6 do ("quokkaberk" too): a similar "quokko" row fills the page
+        ("quokkaberg", 2, True),  # one row holds it; the typo "quokkaberk" ranks right after it
+        ("ok", 3, True),  # 8 rows contain "ok" inside a word (score 0.5): similar words may rank above them
+        ("numbat", 4, False),  # 2 deals start with the word, 4 rows contain it: the page is full above 1
+        ("numbat", 2, False),  # deals read only the 2 that start with it (score 2): the rest cannot rank above
+        ("numbat", 7, False),  # all 7 rows that contain it
+    ],
+)
+def test_similar_words_are_read_only_when_they_could_be_shown(app_url, admin, company, text, limit,
+                                                             similar_words_read):
+    similar_word_company(admin, company)
+    sql, params = search.search_sql(text, list(SearchType), limit)
+    with searching_as(app_url, company, "bob") as conn:
+        answer = conn.execute(sql, params).fetchall()
+        reference = conn.execute(*scored_by_hand(text, limit)).fetchall()
+        plan = "\n".join(r[0] for r in conn.execute("explain (analyze, costs off) " + sql, params).fetchall())
+
+    assert answer == reference
+    assert len(answer) == limit
+    # the second phase's four reads run, or are never executed
+    second_phase = [line for line in plan.splitlines()
+                    if "Function Scan on search_candidates" in line and "never executed" in line]
+    assert len(second_phase) == (0 if similar_words_read else 4)
+
+
+def candidate_plans(admin, company, who: str, kind: str, text: str, limit: int) -> str:
+    """The plans of private.search_candidates' statements for one record type, as run (auto_explain)."""
+    plans: list[str] = []
+    admin.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    with admin.transaction():
+        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_analyze = on",
+                        "log_level = notice"):
+            admin.execute(f"set local auto_explain.{setting}")
+        admin.execute("select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
+                      [json.dumps({"sub": str(company.people[who].id), "role": "authenticated"})])
+        admin.execute("select * from private.search_candidates(%s, %s, %s, %s, %s)",
+                      [kind, text, f"%{text}%", f"{text}%", limit]).fetchall()
+    return "\n".join(plans)
+
+
+@pytest.mark.parametrize(("limit", "containing_read"), [(2, False), (3, True)])
+def test_rows_containing_the_text_are_read_only_when_too_few_titles_start_with_it(admin, company, limit,
+                                                                                 containing_read):
+    # "Numbat Alpha" and "Numbat Beta" score 2 (the title starts with the word); a row that only contains it,
+    # like "Bokker Numbat", at most 1.5
+    insert_records(admin, company, "deal", ["Numbat Alpha", "Numbat Beta", "Bokker Numbat", "Bokker Numbatx"])
+    admin.execute("load 'auto_explain'")
+
+    plan = candidate_plans(admin, company, "bob", "deal", "numbat", limit)
+
+    containing = plan[plan.index("CTE containing"):plan.index("CTE resembling")]
+    scans = [line for line in containing.splitlines() if "Scan on deals" in line]
+    assert scans, containing
+    assert all(("never executed" in line) != containing_read for line in scans), containing

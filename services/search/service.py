@@ -66,9 +66,34 @@ async def search(
 
 
 def search_sql(text: str, kinds: list[SearchType], limit: int) -> tuple[str, list[object]]:
-    """The ranked search over `kinds` for normalized `text`: one branch per type, merged; with its parameters."""
+    """The ranked search over `kinds` for normalized `text`, with its parameters.
+
+    Two phases in one statement. First the rows that start with or contain the text, per type. A row that does
+    not contain the text scores at most 1 (its word similarity; the bonuses need the text in it), so when `limit`
+    of those rows score above 1 they are the answer and no similar-word read could change it. Otherwise the
+    search runs again with the similar words (typos) read too; its answer holds the first phase's rows."""
     contains = "%" + escape_like(text) + "%"
     prefix = escape_like(text) + "%"
+    found, found_params = _per_kind(text, contains, prefix, kinds, limit, resemble=False)
+    more, more_params = _per_kind(text, contains, prefix, kinds, limit, resemble=True)
+    sql = f"""
+        with found as materialized (select * from ({found}) f),
+             enough as materialized (select count(*) >= %s as yes from found where score > 1)
+        select * from (
+            select * from found where (select yes from enough)
+            union all
+            select * from ({more}) m where not (select yes from enough)
+        ) hits
+        order by score desc, title, id
+        limit %s
+    """
+    return sql, [*found_params, limit, *more_params, limit]
+
+
+def _per_kind(
+    text: str, contains: str, prefix: str, kinds: list[SearchType], limit: int, *, resemble: bool
+) -> tuple[str, list[object]]:
+    """One branch per type, each its best `limit` hits, merged (unordered); with its parameters."""
     branches = []
     params: list[object] = []
     for kind in kinds:
@@ -79,13 +104,11 @@ def search_sql(text: str, kinds: list[SearchType], limit: int) -> tuple[str, lis
         branches.append(
             f"""
             (select '{kind.value}' as type, t.id, {title} as title, {context} as context, c.score
-             from private.search_candidates(%s, %s, %s, %s, %s) c
+             from private.search_candidates(%s, %s, %s, %s, %s, %s) c
              join public.{table} t on t.id = c.id
              order by c.score desc, t.id
              limit %s)
             """
         )
-        params += [kind.value, text, contains, prefix, limit, limit]
-    # The outer select keeps a single branch valid (its own ORDER BY/LIMIT cannot take a second ORDER BY).
-    sql = "select * from (" + " union all ".join(branches) + ") hits order by score desc, title, id limit %s"
-    return sql, [*params, limit]
+        params += [kind.value, text, contains, prefix, limit, resemble, limit]
+    return " union all ".join(branches), params
