@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, RequireAuthMiddleware
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
@@ -34,9 +34,9 @@ from mcp_server.auth import (
     caller_from_request,
     refusal,
 )
-from mcp_server.server import DEFAULT_RATE_LIMIT, CrmServer, create_server
+from mcp_server.options import HttpOptions
+from mcp_server.server import CrmServer, create_server
 from services.kernel.errors import Unavailable
-from services.kernel.ratelimit import RateLimit
 from services.kernel.uow import Database
 
 PATH = "/mcp"
@@ -138,16 +138,6 @@ def _with_our_challenges(app: Starlette, auth: AuthSettings) -> None:
         elif route.path in replaced:
             routes[i] = replaced.pop(route.path)
     assert gated == 1 and not replaced, "the SDK no longer gates /mcp and serves its metadata as it did"
-
-
-@dataclass(frozen=True)
-class HttpOptions:
-    resource_url: str  # the public URL of the MCP endpoint, e.g. https://crm.example.com/mcp
-    issuer_url: str  # the authorization server: the Supabase Auth issuer
-    allowed_hosts: list[str] = field(default_factory=list)  # Host values accepted ("host:*" for any port)
-    allowed_origins: list[str] = field(default_factory=list)  # Origin values accepted from browsers
-    rate_limit: RateLimit | str = DEFAULT_RATE_LIMIT  # each user's budget of MCP requests
-    confirmation_key: bytes | None = None  # shared by every process of the deployment
 
 
 @dataclass(frozen=True)

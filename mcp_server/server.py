@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from mcp_server import prompts, resources
 from mcp_server.confirm import Confirmations
 from mcp_server.errors import tool_error
+from mcp_server.options import DEFAULT_RATE_LIMIT
 from mcp_server.records import Detail
 from mcp_server.registry import Bound, Call, CrmTool, PrincipalSource, bind, current_call
 from mcp_server.safety import MAX_RESULT_CHARS, as_text
@@ -52,7 +53,6 @@ from services.kernel.uow import Database, UnitOfWork
 
 log = logging.getLogger("pipecd.mcp")
 
-DEFAULT_RATE_LIMIT = "120/minute"
 SURFACE = "mcp"  # the budget's name in the rate limit store
 UNKNOWN_TOOL = "unknown"  # audited as `tool.unknown`, with the name asked for (cut to NAME_KEPT) in the diff
 NAME_KEPT = 100

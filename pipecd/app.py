@@ -8,18 +8,23 @@ set); then the Inngest endpoint (/api/inngest) joins them, and Inngest calls it.
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from collections.abc import AsyncIterator
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from functools import partial
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 import graphql_api.http
-import mcp_server.http
 from graphql_api.schema import Limits
+from mcp_server.options import HttpOptions
 from pipecd import runtime
 from pipecd.database.migrations import discover
 from pipecd.settings import Settings
@@ -30,37 +35,41 @@ from services.kernel.uow import Database
 if TYPE_CHECKING:
     import inngest
 
+    from mcp_server.http import Mounted
+
+log = logging.getLogger("pipecd.app")
+
 
 def create_app(settings: Settings, *, admin_url: str | None = None, serving: bool = False) -> FastAPI:
-    """The app. `serving`: a process that serves it until it exits (not a test that builds many), so what
-    startup leaves alive is frozen out of the garbage collector's reach (see `freeze_startup_objects`)."""
+    """The app. `serving`: a process that serves it until it exits (not a test that builds many). It answers
+    as soon as it listens, while the MCP server loads (see `DeferredMcp`), and what its startup leaves alive is
+    then frozen out of the garbage collector's reach (see `freeze_startup_objects`)."""
     admin = admin_url or runtime.admin_url(settings)
     db = runtime.database(settings, admin)
     verifier = runtime.token_verifier(settings)
     limits = runtime.rate_limits(settings)
     shipped = [m.version for m in discover()]
-    mcp = mcp_server.http.build(
-        db,
-        partial(authenticate, db, verifier, channel=Channel.MCP),
-        mcp_server.http.HttpOptions(
-            resource_url=settings.mcp_resource_url,
-            issuer_url=settings.auth_issuer,
-            allowed_hosts=settings.effective_mcp_allowed_hosts,
-            allowed_origins=settings.effective_mcp_allowed_origins,
-            rate_limit=limits.mcp,
-            confirmation_key=settings.mcp_confirmation_key,
-        ),
+    options = HttpOptions(
+        resource_url=settings.mcp_resource_url,
+        issuer_url=settings.auth_issuer,
+        allowed_hosts=settings.effective_mcp_allowed_hosts,
+        allowed_origins=settings.effective_mcp_allowed_origins,
+        rate_limit=limits.mcp,
+        confirmation_key=settings.mcp_confirmation_key,
     )
-
+    mcp = DeferredMcp(
+        partial(importlib.import_module, "mcp_server.http"),
+        lambda http: http.build(db, partial(authenticate, db, verifier, channel=Channel.MCP), options),
+    )
     engine = runtime.workflows(settings, db)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await db.open()
         try:
-            async with mcp.running(), engine.running() if engine else nullcontext():
-                if serving:
-                    freeze_startup_objects()
+            # a serving process answers while the MCP server loads, and freezes its heap once that is done
+            async with mcp.running(wait=not serving, then=freeze_startup_objects if serving else None), \
+                    engine.running() if engine else nullcontext():
                 yield
         finally:
             await db.close()
@@ -68,6 +77,7 @@ def create_app(settings: Settings, *, admin_url: str | None = None, serving: boo
     app = FastAPI(title="PipeCD", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.db = db  # the one pool every surface shares (operational checks and tests reach it here)
     app.state.workflows = engine  # the relay and, when embedded, the runner (None when workflows are off)
+    app.state.mcp = mcp
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -75,6 +85,8 @@ def create_app(settings: Settings, *, admin_url: str | None = None, serving: boo
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
+        if not mcp.started:
+            return JSONResponse({"status": mcp.state}, status_code=503)
         try:
             applied = await db.applied_migrations()
         except Exception as exc:  # any failure to reach the database means not ready
@@ -101,8 +113,77 @@ def create_app(settings: Settings, *, admin_url: str | None = None, serving: boo
     )
     if engine is not None and engine.inngest is not None:
         serve_workflows_on_inngest(app, settings, db, engine.inngest)
-    app.mount("/", mcp.app)  # last: it answers whatever the routes above do not
+    app.mount("/", mcp)  # last: it answers whatever the routes above do not
     return app
+
+
+class DeferredMcp:
+    """The MCP server, mounted at once and built once the app runs.
+
+    Its SDK is the largest import of the app (about a third of a server's start). A serving process imports it
+    in a worker thread after it starts listening, so GraphQL answers meanwhile; MCP requests that arrive before
+    it is ready wait for it, and /readyz answers 503 `starting` until then. `running(wait=True)` (tests, tools)
+    builds it before the app takes requests. If it cannot be built, the error is logged and MCP requests and
+    /readyz answer 503: the rest of the app keeps serving."""
+
+    def __init__(self, load: Callable[[], ModuleType], build: Callable[[ModuleType], Mounted]) -> None:
+        self.load = load  # imports the server's module (with its SDK): run in a worker thread
+        self._build = build
+        self._mounted: Mounted | None = None
+        self._settled = asyncio.Event()  # built, or failed
+        self.state = "starting"
+        self.failure: Exception | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._mounted is not None
+
+    async def settled(self) -> None:
+        """Until the server is up, or failed to start."""
+        await self._settled.wait()
+
+    @asynccontextmanager
+    async def running(self, *, wait: bool, then: Callable[[], None] | None = None) -> AsyncIterator[None]:
+        """Build the server and run its sessions until the app stops (in the lifespan: the session manager's
+        task group must start and end in one task, so it runs in a task of its own)."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._run(stop, then))
+        try:
+            if wait:
+                await self._settled.wait()
+                if self.failure is not None:
+                    raise self.failure
+            yield
+        finally:
+            stop.set()
+            await task
+
+    async def _run(self, stop: asyncio.Event, then: Callable[[], None] | None) -> None:
+        try:
+            module = await asyncio.to_thread(self.load)  # the slow part, off the event loop
+            mounted = self._build(module)
+            async with mounted.running():
+                self._mounted, self.state = mounted, "ready"
+                self._settled.set()
+                if then is not None:
+                    then()
+                await stop.wait()
+        except Exception as exc:
+            if self._mounted is not None:
+                raise  # a failure of the running server: the app's shutdown reports it
+            self.failure, self.state = exc, "MCP server failed to start"
+            self._settled.set()
+            log.exception("the MCP server failed to start")
+            if then is not None:
+                then()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._settled.wait()
+        if self._mounted is None:
+            response = JSONResponse({"error": "unavailable", "error_description": self.state}, status_code=503)
+            await response(scope, receive, send)
+            return
+        await self._mounted.app(scope, receive, send)
 
 
 def freeze_startup_objects() -> None:

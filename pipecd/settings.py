@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from graphql_api.schema import Limits
-from mcp_server.server import DEFAULT_RATE_LIMIT
+from mcp_server.options import DEFAULT_RATE_LIMIT
 from services.kernel.ratelimit import MEMORY, storage
 from workflows.anthropic_llm import DEFAULT_MODEL
 
