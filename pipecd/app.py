@@ -179,6 +179,9 @@ class DeferredMcp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._settled.wait()
+        if self._mounted is None and scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1013})  # "try again later"
+            return
         if self._mounted is None:
             response = JSONResponse({"error": "unavailable", "error_description": self.state}, status_code=503)
             await response(scope, receive, send)

@@ -131,6 +131,13 @@ async def test_an_mcp_server_that_fails_to_load_leaves_graphql_serving_and_says_
                     503, {"error": "unavailable", "error_description": "MCP server failed to start"})
                 ready = await client.get("/readyz")
                 assert (ready.status_code, ready.json()) == (503, {"status": "MCP server failed to start"})
+                sent = []
+
+                async def send(message):
+                    sent.append(message)
+
+                await app.state.mcp({"type": "websocket", "path": "/mcp"}, None, send)
+                assert sent == [{"type": "websocket.close", "code": 1013}]
                 assert gc.isenabled() and gc.get_freeze_count() > 0
         assert [(r.message, r.exc_info[1].args) for r in caplog.records if r.exc_info] == [
             ("the MCP server failed to start", ("no module named mcp",))]
