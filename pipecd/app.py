@@ -131,12 +131,18 @@ class DeferredMcp:
         self._build = build
         self._mounted: Mounted | None = None
         self._settled = asyncio.Event()  # built, or failed
-        self.state = "starting"
         self.failure: Exception | None = None
 
     @property
     def started(self) -> bool:
         return self._mounted is not None
+
+    @property
+    def state(self) -> str:
+        """What /readyz says of it."""
+        if self._mounted is not None:
+            return "ready"
+        return "starting" if self.failure is None else "MCP server failed to start"
 
     async def settled(self) -> None:
         """Until the server is up, or failed to start."""
@@ -163,7 +169,7 @@ class DeferredMcp:
             module = await asyncio.to_thread(self.load)  # the slow part, off the event loop
             mounted = self._build(module)
             async with mounted.running():
-                self._mounted, self.state = mounted, "ready"
+                self._mounted = mounted
                 self._settled.set()
                 if then is not None:
                     then()
@@ -171,7 +177,7 @@ class DeferredMcp:
         except Exception as exc:
             if self._mounted is not None:
                 raise  # a failure of the running server: the app's shutdown reports it
-            self.failure, self.state = exc, "MCP server failed to start"
+            self.failure = exc
             self._settled.set()
             log.exception("the MCP server failed to start")
             if then is not None:
