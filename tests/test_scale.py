@@ -61,8 +61,8 @@ def test_the_company_has_the_promised_shape_and_users(cli, admin):  # noqa: F811
     assert rows(admin, "select count(*) from public.audit_log where entity_type = 'deal'") == [(0,)]
 
 
-def test_the_same_seed_gives_the_same_company_and_another_seed_another(cli, admin, server_url, template,  # noqa: F811
-                                                                        used_databases, tmp_path):
+def test_the_same_seed_gives_the_same_company_and_another_seed_another(cli, admin, server_url,  # noqa: F811
+                                                                        fresh_databases, tmp_path):
     from typer.testing import CliRunner
 
     from pipecd.cli import app
@@ -70,17 +70,15 @@ def test_the_same_seed_gives_the_same_company_and_another_seed_another(cli, admi
     assert cli("seed", "--scale", "50", "--seed", "7").exit_code == 0
     first = rows(admin, FINGERPRINT)
     fingerprints = []
-    for n, random_seed in enumerate(("7", "8")):
-        name = f"pipecd_scale_{n}_{id(tmp_path)}"
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'create database "{name}" template "{template[0]}"')
+    for random_seed in ("7", "8"):
+        name = fresh_databases.take()
         url = with_database(server_url, name)
         env = {"DATABASE_URL": url, "PIPECD_STATE_DIR": str(tmp_path), "PIPECD_ENV": "development"}
         result = CliRunner().invoke(app, ["seed", "--scale", "50", "--seed", random_seed], env=env)
         assert result.exit_code == 0, result.output
         with psycopg.connect(url) as other:
             fingerprints.append(other.execute(FINGERPRINT).fetchall())
-        used_databases.add(name)  # once used: adding one may drop the batch it completes
+        fresh_databases.give_back(name)
     assert fingerprints[0] == first
     assert len(first) == 50
     assert {row[0] for row in fingerprints[1]}.isdisjoint({row[0] for row in first})
