@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import Request
-from strawberry.fastapi import BaseContext
+from starlette.requests import Request
 
 from graphql_api.loaders import Loaders
 from services.kernel.errors import Unauthenticated
@@ -28,7 +27,7 @@ class AuthenticationFailed(Exception):
 
 
 @dataclass
-class Context(BaseContext):
+class Context:
     db: Database
     stack: AsyncExitStack
     principal_or_none: Principal | None = None
@@ -40,7 +39,6 @@ class Context(BaseContext):
     finished: list[Callable[[], None]] = field(default_factory=list)  # run as the request ends (see close)
 
     def __post_init__(self) -> None:
-        super().__init__()
         self.loaders = Loaders(self.read)
 
     @property

@@ -1,27 +1,30 @@
-"""The HTTP side of the gateway: the GraphQL router, the 401 answer for bad tokens, and the body size limit.
+"""The HTTP side of the gateway: the GraphQL endpoint, the 401 answer for bad tokens, and the body size limit.
 
 Every answer from /graphql is a GraphQL response body: refusals before execution (bad token, body too large,
-a batch, an operation sent with GET) carry `data: null` and an error with `extensions.code`, as errors from
-execution do."""
+a batch, an operation sent with GET, another method) carry `data: null` and an error with `extensions.code`, as
+errors from execution do."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
 
+import strawberry
 from cross_web import HTTPException
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIWebSocketRoute
+from fastapi import FastAPI
 from pydantic_core import to_json
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.fastapi import GraphQLRouter
+from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.types.unset import UNSET
 
-from graphql_api.context import AuthenticationFailed, OpenSession, context_getter
+from graphql_api.context import AuthenticationFailed, Context, OpenSession, context_getter
 from graphql_api.schema import Limits, build_schema
 from services.kernel.errors import RateLimited, Unavailable
 from services.kernel.uow import Database
@@ -41,9 +44,6 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PATH):
-            await self.app(scope, receive, send)
-            return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send)
@@ -91,9 +91,6 @@ class CancelOnDisconnect:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PATH):
-            await self.app(scope, receive, send)
-            return
         body_read = asyncio.Event()
         gone = asyncio.Event()
         answered = False
@@ -177,13 +174,60 @@ def _unavailable(response_data: Any) -> bool:
     return any((e.get("extensions") or {}).get("code") == "UNAVAILABLE" for e in errors or ())
 
 
-class _Router(GraphQLRouter):
-    """Strawberry answers the requests it refuses before executing in plain text; ours get a GraphQL body.
+class GraphQLEndpoint(GraphQL):
+    """/graphql as an ASGI app of its own: Strawberry's view, with the request's context opened and closed around
+    it here (a framework's routing and dependency solving would cost more than a small query).
 
-    An answer with an UNAVAILABLE error (the database is overloaded or took too long) is an HTTP 503 with
-    Retry-After, so clients and proxies back off instead of reading it as success."""
+    Answers that Strawberry gives in plain text are GraphQL bodies here. An answer with an UNAVAILABLE error (the
+    database is overloaded or took too long) is an HTTP 503 with Retry-After, so clients and proxies back off
+    instead of reading it as success. The request's transaction ends before its answer is sent."""
 
-    def create_response(self, response_data: Any, sub_response: Any) -> Any:
+    def __init__(self, schema: strawberry.Schema, context: Callable[[Request], AsyncIterator[Context]], *,
+                 graphql_ide: Literal["graphiql"] | None) -> None:
+        super().__init__(schema, graphql_ide=graphql_ide, allow_queries_via_get=False)
+        self.context_for = asynccontextmanager(context)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"  # mounted as an HTTP route: there are no subscriptions
+        request = Request(scope, receive)
+        response = await self.respond(request)
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> Response:
+        if request.method not in ("GET", "POST"):  # before authentication: nothing to authenticate for
+            allowed = "GET, POST" if self.graphql_ide else "POST"
+            return JSONResponse(
+                graphql_error_body(f"{request.method} is not accepted here; send operations with POST",
+                                   "METHOD_NOT_ALLOWED"),
+                status_code=405,
+                headers={"Allow": allowed},
+            )
+        try:
+            async with self.context_for(request) as context:
+                try:
+                    return await self.run(request, context=context)
+                except HTTPException as exc:
+                    return _refusal(request, exc)
+        except AuthenticationFailed as exc:
+            return JSONResponse(
+                graphql_error_body(exc.message, "UNAUTHENTICATED"),
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="pipecd"'},
+            )
+        except RateLimited as exc:  # at authentication, before the request's roles are read or any resolver runs
+            return JSONResponse(
+                graphql_error_body(exc.message, "RATE_LIMITED", retryAfter=exc.retry_after),
+                status_code=429,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        except Unavailable as exc:  # before any resolver runs: authentication could not reach the database
+            return JSONResponse(
+                graphql_error_body(exc.message, "UNAVAILABLE"),
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
         if _unavailable(response_data):
             sub_response.status_code = 503
             sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -203,14 +247,6 @@ class _Router(GraphQLRouter):
         if not json_depth_within(value, MAX_JSON_DEPTH):
             raise too_deep
         return value
-
-    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
-        try:
-            return await super().run(request, context=context, root_value=root_value)
-        except HTTPException as exc:
-            if not isinstance(request, Request):
-                raise
-            return _refusal(request, exc)
 
 
 def _refusal(request: Request, exc: HTTPException) -> JSONResponse:
@@ -238,42 +274,10 @@ def install(
 ) -> None:
     """Mount /graphql on `app`: GraphiQL and introspection only outside production."""
     limits = limits or Limits()
-    router = _Router(
+    endpoint = GraphQLEndpoint(
         build_schema(limits, introspection=not production),
-        path=PATH,
+        context_getter(db, open_session),
         graphql_ide=None if production else "graphiql",
-        context_getter=context_getter(db, open_session),
-        allow_queries_via_get=False,
     )
-    # No subscriptions, so no websocket endpoint: the router's own one ran our context getter, which only knows
-    # HTTP requests, so every handshake failed with a TypeError and a logged traceback.
-    router.routes = [route for route in router.routes if not isinstance(route, APIWebSocketRoute)]
-    app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
-    app.add_middleware(CancelOnDisconnect)
-
-    @app.exception_handler(AuthenticationFailed)
-    async def unauthenticated(_: Request, exc: AuthenticationFailed) -> JSONResponse:
-        return JSONResponse(
-            graphql_error_body(exc.message, "UNAUTHENTICATED"),
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="pipecd"'},
-        )
-
-    @app.exception_handler(RateLimited)
-    async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
-        """Refused at authentication, before the request's roles are read or any resolver runs."""
-        return JSONResponse(
-            graphql_error_body(exc.message, "RATE_LIMITED", retryAfter=exc.retry_after),
-            status_code=429,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
-        """Raised before any resolver runs (authentication could not reach the database)."""
-        return JSONResponse(
-            graphql_error_body(exc.message, "UNAVAILABLE"),
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+    # every method: the endpoint refuses those other than GET and POST itself (405), before authentication
+    app.router.routes.append(Route(PATH, CancelOnDisconnect(BodySizeLimit(endpoint, limits.max_body_bytes))))

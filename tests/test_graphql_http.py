@@ -18,7 +18,7 @@ import httpx
 import jwt
 import psycopg
 import pytest
-from conftest import ROOT, TEST_JWT_SECRET, counts
+from conftest import ROOT, TEST_JWT_SECRET, counts, lifespan
 from graphql import ValidationRule
 from psycopg._connection_base import BaseConnection
 from starlette.testclient import TestClient
@@ -870,6 +870,47 @@ async def test_operations_sent_with_get_are_refused_with_405(api, sql, auth_sql,
     )
     assert sql.take() == auth_sql
     assert counts(admin, "deals") == {"deals": 0}
+
+
+async def test_the_requests_transaction_ends_before_its_answer_is_sent(settings, monkeypatch, headers):
+    """A client slow to read its answer holds no pool connection."""
+    app = create_app(settings)
+
+    async def marking(scope: Any, receive: Any, send: Any) -> None:
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                sql.statements.append("(answer starts)")
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    async with lifespan(app):
+        sql = SqlLog(monkeypatch)
+        transport = httpx.ASGITransport(app=marking)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.post("/graphql", json={"query": ME}, headers=headers)
+    assert response.json() == {"data": BOBS_ME}
+    statements = sql.take()
+    assert statements[-2:] == ["COMMIT", "(answer starts)"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"])
+async def test_other_methods_are_refused_with_405_before_authentication(api, sql, method):
+    response = await api.client.request(method, "/graphql")  # no token: not asked for
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"  # GET serves GraphiQL outside production
+    if method != "HEAD":
+        assert response.json() == refused(
+            f"{method} is not accepted here; send operations with POST", "METHOD_NOT_ALLOWED"
+        )
+    assert sql.take() == []
+
+
+async def test_only_post_is_allowed_in_production(serve, headers):
+    async with serve(PIPECD_ENV="production") as client:
+        response = await client.put("/graphql", json={"query": ME}, headers=headers)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
 
 
 def test_there_is_no_websocket_endpoint(settings, company):
