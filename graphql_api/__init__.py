@@ -1,1 +1,1 @@
-"""The GraphQL gateway (Strawberry on FastAPI) over the service layer."""
+"""The GraphQL gateway (Strawberry on Starlette) over the service layer."""

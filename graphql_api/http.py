@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import strawberry
 from cross_web import HTTPException
-from fastapi import FastAPI
 from pydantic_core import to_json
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -270,7 +270,7 @@ def _refusal(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 def install(
-    app: FastAPI, db: Database, open_session: OpenSession, *, limits: Limits | None = None, production: bool = False
+    app: Starlette, db: Database, open_session: OpenSession, *, limits: Limits | None = None, production: bool = False
 ) -> None:
     """Mount /graphql on `app`: GraphiQL and introspection only outside production."""
     limits = limits or Limits()

@@ -1,4 +1,4 @@
-"""The ASGI app factory: one FastAPI app, one lifespan that opens what each surface needs, health endpoints.
+"""The ASGI app factory: one Starlette app, one lifespan that opens what each surface needs, health endpoints.
 
 GraphQL at /graphql, the MCP server at /mcp (mounted last, at the root, since it also serves the OAuth
 protected resource metadata under /.well-known/). The workflow engine runs in the lifespan: the outbox relay,
@@ -18,8 +18,10 @@ from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import graphql_api.http
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipecd.app")
 
 
-def create_app(settings: Settings, *, admin_url: str | None = None, serving: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, admin_url: str | None = None, serving: bool = False) -> Starlette:
     """The app. `serving`: a process that serves it until it exits (not a test that builds many). It answers
     as soon as it listens, while the MCP server loads (see `DeferredMcp`), and what its startup leaves alive is
     then frozen out of the garbage collector's reach (see `freeze_startup_objects`)."""
@@ -64,7 +66,7 @@ def create_app(settings: Settings, *, admin_url: str | None = None, serving: boo
     engine = runtime.workflows(settings, db)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await db.open()
         try:
             # a serving process answers while the MCP server loads, and freezes its heap once that is done
@@ -74,17 +76,10 @@ def create_app(settings: Settings, *, admin_url: str | None = None, serving: boo
         finally:
             await db.close()
 
-    app = FastAPI(title="PipeCD", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.db = db  # the one pool every surface shares (operational checks and tests reach it here)
-    app.state.workflows = engine  # the relay and, when embedded, the runner (None when workflows are off)
-    app.state.mcp = mcp
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
+    async def readyz(_: Request) -> JSONResponse:
         if not mcp.started:
             return JSONResponse({"status": mcp.state}, status_code=503)
         try:
@@ -95,6 +90,11 @@ def create_app(settings: Settings, *, admin_url: str | None = None, serving: boo
         if missing:
             return JSONResponse({"status": "migrations pending", "pending": missing}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    app = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)], lifespan=lifespan)
+    app.state.db = db  # the one pool every surface shares (operational checks and tests reach it here)
+    app.state.workflows = engine  # the relay and, when embedded, the runner (None when workflows are off)
+    app.state.mcp = mcp
 
     graphql_api.http.install(
         app,
@@ -205,13 +205,18 @@ def freeze_startup_objects() -> None:
     gc.enable()
 
 
-def serve_workflows_on_inngest(app: FastAPI, settings: Settings, db: Database, client: inngest.Inngest) -> None:
-    """Inngest (Cloud or self-hosted) calls the workflow functions at /api/inngest; only this engine has it."""
+def serve_workflows_on_inngest(app: Starlette, settings: Settings, db: Database, client: inngest.Inngest) -> None:
+    """Inngest (Cloud or self-hosted) calls the workflow functions at /api/inngest; only this engine has it. The
+    SDK's handler needs a FastAPI app: it gets one of its own, routed that path."""
+    from fastapi import FastAPI
+
     import workflows.functions
     import workflows.production
 
+    handler = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.routes.append(Route(workflows.production.SERVE_PATH, handler))
     workflows.production.mount(
-        app,
+        handler,
         client,
         workflows.functions.build(client, db, runtime.workflow_config(settings), runtime.llm(settings)),
         serve_origin=settings.public_url,
@@ -219,7 +224,7 @@ def serve_workflows_on_inngest(app: FastAPI, settings: Settings, db: Database, c
     )
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` (multi-worker serving): settings from the environment."""
     from pipecd.settings import get_settings
 

@@ -16,8 +16,9 @@ import httpx
 from conftest import ROOT, Api, lifespan
 
 # Each is large to import and needed only elsewhere: the model SDK when an API key is set, the workflow engine
-# and Inngest SDK when workflows run, the Supabase client when users are added through Supabase Auth.
-ONLY_WHEN_USED = ("anthropic", "inngest", "workflows.engine", "workflows.functions", "supabase")
+# and Inngest SDK when workflows run (FastAPI too: the SDK's handlers need it), the Supabase client when users are
+# added through Supabase Auth.
+ONLY_WHEN_USED = ("anthropic", "inngest", "workflows.engine", "workflows.functions", "supabase", "fastapi")
 
 BUILD_APP = """
 import sys
