@@ -25,7 +25,8 @@ from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
 
 from graphql_api.context import AuthenticationFailed, Context, OpenSession, context_getter
-from graphql_api.schema import Limits, build_schema
+from graphql_api.options import Limits
+from graphql_api.schema import build_schema
 from services.kernel.errors import RateLimited, Unavailable
 from services.kernel.uow import Database
 

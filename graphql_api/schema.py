@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import strawberry
@@ -14,19 +13,8 @@ from graphql_api.errors import DomainErrors
 from graphql_api.execution import Execution, resolve_directly
 from graphql_api.limits import alias_limit_rule, cost_limit_rule, depth_limit_rule
 from graphql_api.mutations import Mutation
+from graphql_api.options import Limits
 from graphql_api.queries import Query
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Defaults sized for the web app's heaviest screens with room to spare; every one is configurable
-    (PIPECD_GRAPHQL_MAX_* settings). Batched requests (a JSON array of operations) are refused outright."""
-
-    max_depth: int = 10
-    max_tokens: int = 2000
-    max_aliases: int = 15
-    max_cost: int = 10_000
-    max_body_bytes: int = 100_000
 
 
 def build_schema(limits: Limits | None = None, *, introspection: bool = True) -> strawberry.Schema:

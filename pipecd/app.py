@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import graphql_api.http
-from graphql_api.schema import Limits
+from graphql_api.options import Limits
 from mcp_server.options import HttpOptions
 from pipecd import runtime
 from pipecd.database.migrations import discover

@@ -15,7 +15,7 @@ from limits import parse_many
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from graphql_api.schema import Limits
+from graphql_api.options import Limits
 from mcp_server.options import DEFAULT_RATE_LIMIT
 from services.kernel.ratelimit import MEMORY, storage
 from workflows.anthropic_llm import DEFAULT_MODEL
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY")
     )
 
-    # GraphQL limits (defaults in graphql_api.schema.Limits): checked before any resolver or SQL runs.
+    # GraphQL limits (defaults in graphql_api.options.Limits): checked before any resolver or SQL runs.
     graphql_max_depth: int = Field(Limits.max_depth, validation_alias=AliasChoices("PIPECD_GRAPHQL_MAX_DEPTH"), ge=1)
     graphql_max_tokens: int = Field(Limits.max_tokens, validation_alias=AliasChoices("PIPECD_GRAPHQL_MAX_TOKENS"), ge=1)
     graphql_max_aliases: int = Field(

@@ -44,6 +44,14 @@ def test_a_server_without_workflows_or_api_key_loads_no_model_sdk_workflow_engin
     assert loaded_by_building_a_serving_app(*ONLY_WHEN_USED) == "none"
 
 
+def test_the_cli_loads_without_the_graphql_schema() -> None:
+    # commands that serve no GraphQL (the MCP server over stdio, migrate, seed) start without Strawberry
+    out = subprocess.run([sys.executable, "-c", "import sys, pipecd.cli; print('strawberry' in sys.modules,"
+                          " 'graphql_api.schema' in sys.modules)"], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (out.returncode, out.stdout.strip()) == (0, "False False"), out.stderr
+
+
 def test_a_serving_app_is_built_without_the_mcp_sdk() -> None:
     # it loads once the app runs (DeferredMcp): GraphQL answers meanwhile
     assert loaded_by_building_a_serving_app("mcp", "mcp_server.http", "mcp_server.server", "graphql_api.http") \
