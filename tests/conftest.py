@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import itertools
+import json
 import os
 import queue
 import shutil
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,23 @@ def server_url() -> Iterator[str]:
         if not any(process_alive(int(other.name)) for other in sessions.iterdir() if other.name.isdigit()):
             server.stop()
 
+
+
+@contextmanager
+def rls_session(app_url: str, user_id: UUID, *, scope: str | None = None,
+                channel: str | None = None) -> Iterator[psycopg.Connection]:
+    """One committed transaction as `user_id` under RLS, with no service in front, set up the way the unit of work
+    opens it: the app's login as `authenticated` with the user's JWT claims (and `scope`, if given); `channel`, if
+    given, as `pipecd.channel`."""
+    claims: dict[str, Any] = {"sub": str(user_id), "role": "authenticated"}
+    if scope is not None:
+        claims["scope"] = scope
+    with psycopg.connect(app_url) as conn, conn.transaction():
+        conn.execute("select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
+                     [json.dumps(claims)])
+        if channel is not None:
+            conn.execute("select set_config('pipecd.channel', %s, true)", [channel])
+        yield conn
 
 
 def as_app_login(url: str) -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
+from conftest import rls_session
 from matrix import seed_record
-from test_rls import session
 
 from services.audit import service as audit
 from services.deals import service as deals
@@ -25,7 +25,7 @@ def audit_row(admin, company, entity_type: str, entity_id: UUID | None, actor: s
 
 
 def readable(app_url, company, reader: str) -> list[int]:
-    with session(app_url, company.people[reader].id) as conn:
+    with rls_session(app_url, company.people[reader].id) as conn:
         return [r[0] for r in conn.execute("select id from public.audit_log order by id").fetchall()]
 
 

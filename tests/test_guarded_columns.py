@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
+from conftest import rls_session
 from matrix import seed_record
 from psycopg.errors import InsufficientPrivilege
-from test_rls import session
 
 from services.deals import service as deals
 from services.deals.schemas import DealCreate
@@ -31,7 +31,7 @@ def test_insert_gets_version_1_and_the_database_clock(app_url, company, admin):
     bob = company.people["bob"].id
     started = now(admin)
 
-    with session(app_url, bob) as conn:
+    with rls_session(app_url, bob) as conn:
         deal = conn.execute(
             "insert into public.deals (title, pipeline_id, version, created_at, updated_at)"
             " values ('Planted', %s, 999, %s, %s) returning id", [company.sales_pipeline_id, LONG_AGO, LONG_AGO]
@@ -51,7 +51,7 @@ def test_update_cannot_move_created_at_or_set_version_or_updated_at(app_url, com
     created, updated = admin.execute("select created_at, updated_at from public.deals where id = %s",
                                      [deal_id]).fetchone()
 
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         conn.execute("update public.deals set title = 'Renamed', version = 999, created_at = %s, updated_at = %s"
                      " where id = %s", [LONG_AGO, LONG_AGO, deal_id])
 
@@ -67,7 +67,7 @@ def test_an_update_that_changes_nothing_keeps_the_version(app_url, company, admi
     before = admin.execute("select * from public.deals where id = %s", [deal_id]).fetchone()
 
     if who == "user":
-        with session(app_url, company.people["bob"].id) as conn:
+        with rls_session(app_url, company.people["bob"].id) as conn:
             conn.execute("update public.deals set title = title, version = version where id = %s", [deal_id])
     else:
         admin.execute("update public.deals set title = title where id = %s", [deal_id])
@@ -91,7 +91,7 @@ def test_the_table_owner_may_still_seed_any_version_and_timestamps(admin, compan
 @pytest.mark.parametrize(("status", "column"), [("won", "won_at"), ("lost", "lost_at")])
 def test_a_deal_cannot_be_inserted_won_or_lost(app_url, company, admin, status, column):
     with pytest.raises(InsufficientPrivilege, match="a deal is created open"):
-        with session(app_url, company.people["bob"].id) as conn:
+        with rls_session(app_url, company.people["bob"].id) as conn:
             conn.execute(f"insert into public.deals (title, pipeline_id, status, {column}, lost_reason)"
                          " values ('Planted', %s, %s, %s, 'x')", [company.sales_pipeline_id, status, LONG_AGO])
 
@@ -102,10 +102,10 @@ def test_won_at_and_lost_at_are_the_database_clock_when_the_status_changes(app_u
     deal_id = seed_record(admin, company, "deal", "company")
     started = now(admin)
 
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         conn.execute("update public.deals set status = 'won', won_at = %s where id = %s", [LONG_AGO, deal_id])
     won_at = admin.execute("select won_at from public.deals where id = %s", [deal_id]).fetchone()[0]
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         conn.execute("update public.deals set title = 'Renamed', won_at = %s where id = %s", [LONG_AGO, deal_id])
 
     assert won_at >= started
@@ -122,7 +122,7 @@ def test_a_lead_cannot_be_inserted_converted(app_url, company, admin, columns):
     values = {"status": "'converted'", "converted_at": "now()", "converted_deal_id": f"'{deal_id}'"}
 
     with pytest.raises(InsufficientPrivilege, match="a lead is created open"):
-        with session(app_url, company.people["bob"].id) as conn:
+        with rls_session(app_url, company.people["bob"].id) as conn:
             names = columns.split(", ")
             conn.execute(f"insert into public.leads (title, {columns}) values ('Planted',"
                          f" {', '.join(values[n] for n in names)})")
@@ -140,7 +140,7 @@ def test_a_lead_cannot_be_marked_converted_by_hand(app_url, company, admin, assi
     before = admin.execute("select * from public.leads where id = %s", [lead_id]).fetchone()
 
     with pytest.raises(InsufficientPrivilege, match="only the conversion"):
-        with session(app_url, company.people["bob"].id) as conn:
+        with rls_session(app_url, company.people["bob"].id) as conn:
             conn.execute(f"update public.leads set {assignment} where id = %(lead)s",
                          {"deal": deal_id, "lead": lead_id})
 
@@ -154,7 +154,7 @@ async def test_a_converted_lead_stays_converted(actors, app_url, company, admin)
     before = admin.execute("select * from public.leads where id = %s", [lead.id]).fetchone()
 
     with pytest.raises(InsufficientPrivilege, match="stays converted"):
-        with session(app_url, company.people["bob"].id) as conn:
+        with rls_session(app_url, company.people["bob"].id) as conn:
             conn.execute("update public.leads set status = 'open', converted_at = null, converted_deal_id = null"
                          " where id = %s", [lead.id])
 
@@ -169,7 +169,7 @@ def test_the_conversion_function_needs_leads_convert_and_a_lead_the_caller_may_c
 
     for who, message in [("vic", "missing permission leads:convert"), ("dan", "not yours to convert")]:
         with pytest.raises(InsufficientPrivilege, match=message):
-            with session(app_url, company.people[who].id) as conn:
+            with rls_session(app_url, company.people[who].id) as conn:
                 conn.execute("select private.mark_lead_converted(%s, %s)", [lead_id, deal_id])
 
     assert admin.execute("select * from public.leads where id = %s", [lead_id]).fetchone() == before
@@ -179,7 +179,7 @@ def test_the_conversion_function_marks_the_lead_converted_for_its_owner(app_url,
     lead_id = seed_record(admin, company, "lead", "company")
     deal_id = seed_record(admin, company, "deal", "company")
 
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         conn.execute("select private.mark_lead_converted(%s, %s)", [lead_id, deal_id])
 
     status, converted_deal, converted_at, version = admin.execute(
@@ -191,10 +191,10 @@ def test_the_conversion_function_marks_the_lead_converted_for_its_owner(app_url,
 def test_deleting_the_deal_of_a_converted_lead_still_clears_the_link(app_url, company, admin):
     lead_id = seed_record(admin, company, "lead", "company")
     deal_id = seed_record(admin, company, "deal", "company")
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         conn.execute("select private.mark_lead_converted(%s, %s)", [lead_id, deal_id])
 
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         assert conn.execute("delete from public.deals where id = %s", [deal_id]).rowcount == 1
 
     assert admin.execute("select status, converted_deal_id from public.leads where id = %s",
@@ -208,12 +208,12 @@ def test_done_at_is_the_database_clock_when_done_flips(app_url, company, admin):
     bob = company.people["bob"].id
     started = now(admin)
 
-    with session(app_url, bob) as conn:
+    with rls_session(app_url, bob) as conn:
         planted = conn.execute("insert into public.activities (type, subject, done, done_at)"
                                " values ('call', 'Called', true, %s) returning id", [LONG_AGO]).fetchone()[0]
         open_one = conn.execute("insert into public.activities (type, subject) values ('call', 'Open')"
                                 " returning id").fetchone()[0]
-    with session(app_url, bob) as conn:
+    with rls_session(app_url, bob) as conn:
         conn.execute("update public.activities set subject = 'Called again', done_at = %s where id = %s",
                      [LONG_AGO, planted])
         conn.execute("update public.activities set done = true, done_at = %s where id = %s", [LONG_AGO, open_one])
@@ -251,7 +251,7 @@ async def test_stage_history_cannot_be_backdated_or_planted_for_a_stage_the_deal
     for to_stage, message in [(foreign, "current stage"), (stages[2], "current stage"),
                               (stages[0], "continue from its last stage")]:
         with pytest.raises(InsufficientPrivilege, match=message):
-            with session(app_url, company.people["bob"].id) as conn:
+            with rls_session(app_url, company.people["bob"].id) as conn:
                 conn.execute("insert into public.deal_stage_history (deal_id, from_stage_id, to_stage_id, changed_at)"
                              " values (%s, %s, %s, %s)", [deal_id, stages[0], to_stage, LONG_AGO])
 
@@ -263,7 +263,7 @@ async def test_stage_history_is_stamped_by_the_database(actors, app_url, company
     stages = company.sales_stage_ids
     started = now(admin)
 
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         conn.execute("update public.deals set stage_id = %s where id = %s", [stages[1], deal_id])
         conn.execute("insert into public.deal_stage_history (deal_id, from_stage_id, to_stage_id, changed_at)"
                      " values (%s, %s, %s, %s)", [deal_id, stages[0], stages[1], LONG_AGO])

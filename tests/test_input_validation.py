@@ -404,20 +404,20 @@ def test_the_database_knows_the_currencies_the_services_accept(admin):
 
 
 def test_a_direct_write_of_an_unknown_currency_is_refused_and_an_old_one_still_updates(admin, app_url, company):
-    from test_rls import session
+    from conftest import rls_session
 
     bob = company.people["bob"].id
-    with session(app_url, bob) as conn:
+    with rls_session(app_url, bob) as conn:
         deal_id = conn.execute("insert into public.deals (title, owner_id, pipeline_id, currency) values"
                                " ('Direct', %s, %s, 'EUR') returning id", [bob, company.sales_pipeline_id]
                                ).fetchone()[0]
-    with pytest.raises(psycopg.errors.ForeignKeyViolation), session(app_url, bob) as conn:
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), rls_session(app_url, bob) as conn:
         conn.execute("update public.deals set currency = 'XYZ' where id = %s", [deal_id])
     # a row written before the currencies were checked (the check bypassed here) keeps updating
     with admin.transaction():
         admin.execute("set local session_replication_role = replica")
         admin.execute("update public.deals set currency = 'ZZZ' where id = %s", [deal_id])
-    with session(app_url, bob) as conn:
+    with rls_session(app_url, bob) as conn:
         conn.execute("update public.deals set title = 'Renamed' where id = %s", [deal_id])
     assert admin.execute("select title, currency from public.deals where id = %s", [deal_id]).fetchone() == (
         "Renamed", "ZZZ")

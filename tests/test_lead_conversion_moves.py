@@ -4,34 +4,18 @@ itself, so a raw-SQL caller cannot move rows without the trail."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
 import psycopg
 import pytest
-from conftest import counts, events, forget_bookkeeping
+from conftest import counts, events, forget_bookkeeping, rls_session
 from matrix import seed_record
 from psycopg.errors import InsufficientPrivilege
 
 from services.leads import service as leads
 
 Seeded = dict[str, UUID]
-
-
-@contextmanager
-def session(app_url: str, user_id: UUID, *, channel: str | None = "graphql") -> Iterator[psycopg.Connection]:
-    """One committed transaction as `user_id`, the way the unit of work opens it (channel None: left unset)."""
-    with psycopg.connect(app_url) as conn, conn.transaction():
-        conn.execute(
-            "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
-            [json.dumps({"sub": str(user_id), "role": "authenticated"})],
-        )
-        if channel is not None:
-            conn.execute("select set_config('pipecd.channel', %s, true)", [channel])
-        yield conn
 
 
 def insert(admin: psycopg.Connection, query: str, params: list[Any]) -> UUID:
@@ -74,7 +58,7 @@ def test_raw_move_leaves_rows_on_another_deal_alone_and_audits_each_moved_row(ap
     s = seed(admin, company)
     bob = company.people["bob"].id
 
-    with session(app_url, bob, channel="mcp") as conn:
+    with rls_session(app_url, bob, channel="mcp") as conn:
         moved = conn.execute(
             "select notes_moved, activities_moved from private.move_lead_attachments(%s, %s)",
             [s["lead"], s["bobs_deal"]],
@@ -102,7 +86,7 @@ def test_raw_move_without_a_channel_moves_nothing(app_url, company, admin):
     before = (links(admin, "notes"), links(admin, "activities"))
 
     with pytest.raises(InsufficientPrivilege, match="bookkeeping needs the channel of the transaction"):
-        with session(app_url, company.people["bob"].id, channel=None) as conn:
+        with rls_session(app_url, company.people["bob"].id) as conn:
             conn.execute("select * from private.move_lead_attachments(%s, %s)", [s["lead"], s["bobs_deal"]])
 
     assert (links(admin, "notes"), links(admin, "activities")) == before
@@ -134,7 +118,7 @@ async def test_converting_keeps_carols_deal_on_her_note_and_audits_the_moved_row
     assert (converted["notes_moved"], converted["activities_moved"]) == (1, 1)
 
     # carol still finds her note and activity on her own deal
-    with session(app_url, company.people["carol"].id) as conn:
+    with rls_session(app_url, company.people["carol"].id, channel="graphql") as conn:
         assert [r[0] for r in conn.execute("select id from public.notes where deal_id = %s", [s["carols_deal"]])
                 ] == [s["carols_note"]]
         assert [r[0] for r in conn.execute(

@@ -7,12 +7,11 @@ from uuid import UUID
 
 import psycopg
 import pytest
-from conftest import ROOT, audit_operations, counts, events, forget_bookkeeping
+from conftest import ROOT, audit_operations, counts, events, forget_bookkeeping, rls_session
 from psycopg.errors import CheckViolation
 from test_activities_notes import carols_hidden_record, new_deal, new_note
 from test_mcp_tools import client_for
 from test_migrations import empty_db  # noqa: F401  (a fixture)
-from test_rls import session
 
 from pipecd.database.migrations import migrate
 from services.contacts import service as contacts
@@ -112,9 +111,9 @@ async def test_rls_alone_hides_notes_of_records_the_member_cannot_see(app_url, a
     hidden = await carols_hidden_record(actors, "deal_id")
     secret = await new_note(actors, "carol", "Secret terms", deal_id=hidden.id)
 
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         as_bob = conn.execute("select id from public.notes where deal_id = %s", [hidden.id]).fetchall()
-    with session(app_url, company.people["carol"].id) as conn:
+    with rls_session(app_url, company.people["carol"].id) as conn:
         as_carol = conn.execute("select id from public.notes where deal_id = %s", [hidden.id]).fetchall()
 
     assert (as_bob, as_carol) == ([], [(secret.id,)])
@@ -224,12 +223,12 @@ async def test_the_database_refuses_a_note_without_a_record_from_the_app_login(a
     bob = company.people["bob"].id
 
     with pytest.raises(CheckViolation, match="notes_linked"):
-        with session(app_url, bob) as conn:
+        with rls_session(app_url, bob) as conn:
             conn.execute("insert into public.notes (body, author_id) values ('Floating', %s)", [bob])
     with pytest.raises(CheckViolation, match="notes_linked"):
-        with session(app_url, bob) as conn:
+        with rls_session(app_url, bob) as conn:
             conn.execute("update public.notes set deal_id = null where id = %s", [note.id])
-    with session(app_url, bob) as conn:
+    with rls_session(app_url, bob) as conn:
         stored = conn.execute("select body, deal_id from public.notes").fetchall()
     assert stored == [("Budget approved", deal.id)]
 
@@ -241,7 +240,7 @@ async def test_deleting_a_record_deletes_its_own_notes_and_unlinks_shared_ones(a
     alone = await new_note(actors, "dan", "Only the deal's", deal_id=deal.id)  # a colleague's note
     shared = await new_note(actors, "bob", "Deal and Ann", deal_id=deal.id, person_id=ann.id)
 
-    with session(app_url, company.people["bob"].id) as conn:  # as the app login, RLS in force
+    with rls_session(app_url, company.people["bob"].id) as conn:  # as the app login, RLS in force
         conn.execute("delete from public.deals where id = %s", [deal.id])
 
     rows = admin.execute("select id, deal_id, person_id from public.notes").fetchall()

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-from conftest import counts, forget_bookkeeping
+from conftest import counts, forget_bookkeeping, rls_session
 from mcp import Client
 from psycopg.errors import InsufficientPrivilege
 
@@ -61,18 +59,6 @@ def seed(admin, user_id: UUID, *, created_at: datetime, read: bool = False) -> U
         [user_id, uuid4(), created_at, created_at, created_at + HOUR if read else None],
     ).fetchone()
     return row[0]
-
-
-@contextmanager
-def session(app_url: str, user_id: UUID) -> Iterator[psycopg.Connection]:
-    """A raw transaction as `user_id`, set up the way the unit of work sets it up, with no service in front."""
-    claims = {"sub": str(user_id), "role": "authenticated"}
-    with psycopg.connect(app_url) as conn, conn.transaction():
-        conn.execute(
-            "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
-            [json.dumps(claims)],
-        )
-        yield conn
 
 
 # Creating reminders ----------------------------------------------------------------------------------------
@@ -322,11 +308,11 @@ async def test_mark_all_read_counts_only_the_newly_read_and_only_your_own(db, ac
 async def test_rls_shows_and_lets_change_only_your_own_notifications(app_url, actors, admin):
     bobs = seed(admin, actors.id("bob"), created_at=NOW)
 
-    with session(app_url, actors.id("carol")) as conn:
+    with rls_session(app_url, actors.id("carol")) as conn:
         assert conn.execute("select id from public.notifications").fetchall() == []
         assert conn.execute("update public.notifications set read_at = now()").rowcount == 0
         assert conn.execute("select count(*) from public.notifications where id = %s", [bobs]).fetchone() == (0,)
-    with session(app_url, actors.id("bob")) as conn:
+    with rls_session(app_url, actors.id("bob")) as conn:
         assert conn.execute("select id from public.notifications").fetchall() == [(bobs,)]
         assert conn.execute("update public.notifications set read_at = %s", [NOW]).rowcount == 1
 
@@ -349,7 +335,7 @@ async def test_rls_session_may_change_nothing_but_read_at(app_url, actors, admin
     before = admin.execute("select * from public.notifications").fetchall()
 
     with pytest.raises(InsufficientPrivilege):
-        with session(app_url, actors.id("bob")) as conn:
+        with rls_session(app_url, actors.id("bob")) as conn:
             conn.execute(statement, {"bob": actors.id("bob"), "carol": actors.id("carol")})
 
     assert admin.execute("select * from public.notifications").fetchall() == before

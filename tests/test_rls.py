@@ -17,6 +17,7 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from conftest import rls_session
 from matrix import (
     LOGINS,
     NOT_FOUND,
@@ -37,25 +38,11 @@ from services.kernel.permissions import ROLE_PERMISSIONS, SCOPE_PERMISSIONS
 
 
 @contextmanager
-def session(app_url: str, user_id: UUID, *, scope: str | None = None) -> Iterator[psycopg.Connection]:
-    """One committed transaction as `user_id`, the way the unit of work opens it."""
-    claims: dict[str, Any] = {"sub": str(user_id), "role": "authenticated"}
-    if scope is not None:
-        claims["scope"] = scope
-    with psycopg.connect(app_url) as conn, conn.transaction():
-        conn.execute(
-            "select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
-            [json.dumps(claims)],
-        )
-        yield conn
-
-
-@contextmanager
 def session_of(app_url: str, company, principal: str) -> Iterator[psycopg.Connection]:
     """A session as one of the matrix's callers ("agent" is bob with the scope crm.read)."""
     key, scopes = LOGINS[principal]
     scope = " ".join(sorted(s.value for s in scopes)) if scopes else None
-    with session(app_url, company.people[key].id, scope=scope) as conn:
+    with rls_session(app_url, company.people[key].id, scope=scope) as conn:
         yield conn
 
 
@@ -228,7 +215,7 @@ def test_login_is_not_privileged_and_only_reaches_rows_after_role_switch(app_url
         assert conn.execute(
             "select current_user, rolsuper, rolbypassrls, rolinherit from pg_roles where rolname = current_user"
         ).fetchone() == ("authenticator", False, False, False)
-    with session(app_url, company.people["alice"].id) as conn:
+    with rls_session(app_url, company.people["alice"].id) as conn:
         assert visible_ids(conn, "deals") == [deal_id]
 
 
@@ -265,7 +252,7 @@ def test_audit_rows_come_only_through_append_audit_with_the_caller_as_actor(app_
     bob = company.people["bob"].id
     entity_id = UUID(int=7)
 
-    with session(app_url, bob) as conn:
+    with rls_session(app_url, bob) as conn:
         conn.execute("select set_config('pipecd.channel', 'mcp', true)")
         conn.execute(
             "select private.append_audit('deal.update', 'deal', %s, '{\"after\": {\"title\": \"y\"}}')",
@@ -316,7 +303,7 @@ def test_member_cannot_grant_roles(app_url, company, admin, grantee, role):
     grantee_id = company.people[grantee].id
 
     with pytest.raises(InsufficientPrivilege, match="row-level security"):
-        with session(app_url, company.people["bob"].id) as conn:
+        with rls_session(app_url, company.people["bob"].id) as conn:
             conn.execute("insert into public.user_roles (user_id, role) values (%s, %s)", [grantee_id, role])
 
     assert roles_of(admin, grantee_id) == ["member"]
@@ -325,7 +312,7 @@ def test_member_cannot_grant_roles(app_url, company, admin, grantee, role):
 def test_member_cannot_revoke_roles(app_url, company, admin):
     carol = company.people["carol"].id
 
-    with session(app_url, company.people["bob"].id) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         revoked = conn.execute("delete from public.user_roles where user_id = %s", [carol]).rowcount
 
     assert revoked == 0
@@ -335,7 +322,7 @@ def test_member_cannot_revoke_roles(app_url, company, admin):
 def test_admin_can_grant_roles(app_url, company, admin):
     vic = company.people["vic"].id
 
-    with session(app_url, company.people["alice"].id) as conn:
+    with rls_session(app_url, company.people["alice"].id) as conn:
         conn.execute("insert into public.user_roles (user_id, role) values (%s, 'member')", [vic])
 
     assert roles_of(admin, vic) == ["member", "viewer"]

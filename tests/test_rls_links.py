@@ -10,9 +10,9 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
+from conftest import rls_session
 from matrix import seed_record
 from psycopg.errors import InsufficientPrivilege
-from test_rls import session
 
 from services.contacts.schemas import organization_name_key
 
@@ -64,7 +64,7 @@ def test_insert_linking_a_visible_deal_and_a_hidden_record_is_refused(app_url, c
     hidden = carols_hidden(admin, company, target)
 
     with pytest.raises(InsufficientPrivilege, match="row-level security"):
-        with session(app_url, company.people["dan"].id) as conn:
+        with rls_session(app_url, company.people["dan"].id) as conn:
             conn.execute(INSERT_ATTACHED[kind].format(column=f"{target}_id"),
                          [company.people["dan"].id, deal_id, hidden])
 
@@ -80,7 +80,7 @@ def test_update_adding_a_hidden_second_link_is_refused(app_url, company, admin, 
     before = admin.execute(f"select * from public.{TABLE[kind]} where id = %s", [row_id]).fetchone()
 
     with pytest.raises(InsufficientPrivilege, match="row-level security"):
-        with session(app_url, company.people["dan"].id) as conn:
+        with rls_session(app_url, company.people["dan"].id) as conn:
             conn.execute(f"update public.{TABLE[kind]} set {target}_id = %s where id = %s", [hidden, row_id])
 
     assert admin.execute(f"select * from public.{TABLE[kind]} where id = %s", [row_id]).fetchone() == before
@@ -91,7 +91,7 @@ def test_insert_linking_visible_records_only_is_allowed(app_url, company, admin,
     deal_id = seed_record(admin, company, "deal", "company")
     person_id = seed_record(admin, company, "person", "team")
 
-    with session(app_url, company.people["dan"].id) as conn:
+    with rls_session(app_url, company.people["dan"].id) as conn:
         conn.execute(INSERT_ATTACHED[kind].format(column="person_id"), [company.people["dan"].id, deal_id, person_id])
 
     stored = admin.execute(f"select deal_id, person_id from public.{TABLE[kind]}").fetchall()
@@ -103,7 +103,7 @@ def test_deal_insert_linking_a_hidden_contact_is_refused(app_url, company, admin
     hidden = carols_hidden(admin, company, column.removesuffix("_id"))
 
     with pytest.raises(InsufficientPrivilege, match="row-level security"):
-        with session(app_url, company.people["dan"].id) as conn:
+        with rls_session(app_url, company.people["dan"].id) as conn:
             conn.execute(f"insert into public.deals (title, pipeline_id, {column}) values ('Planted', %s, %s)",
                          [company.sales_pipeline_id, hidden])
 
@@ -119,7 +119,7 @@ def test_deal_update_linking_a_hidden_contact_is_refused(app_url, company, admin
     before = admin.execute("select * from public.deals where id = %s", [deal_id]).fetchone()
 
     with pytest.raises(InsufficientPrivilege, match="row-level security"):
-        with session(app_url, dan) as conn:
+        with rls_session(app_url, dan) as conn:
             conn.execute(f"update public.deals set {column} = %s where id = %s", [hidden, deal_id])
 
     assert admin.execute("select * from public.deals where id = %s", [deal_id]).fetchone() == before
@@ -132,7 +132,7 @@ def test_lead_insert_linking_a_hidden_record_is_refused(app_url, company, admin,
     before = admin.execute("select count(*) from public.leads").fetchone()
 
     with pytest.raises(InsufficientPrivilege):
-        with session(app_url, company.people["dan"].id) as conn:
+        with rls_session(app_url, company.people["dan"].id) as conn:
             conn.execute(f"insert into public.leads (title, {column}) values ('Planted', %s)", [hidden])
 
     assert admin.execute("select count(*) from public.leads").fetchone() == before
@@ -147,7 +147,7 @@ def test_lead_update_linking_a_hidden_contact_is_refused(app_url, company, admin
     before = admin.execute("select * from public.leads where id = %s", [lead_id]).fetchone()
 
     with pytest.raises(InsufficientPrivilege, match="row-level security"):
-        with session(app_url, dan) as conn:
+        with rls_session(app_url, dan) as conn:
             conn.execute(f"update public.leads set {column} = %s where id = %s", [hidden, lead_id])
 
     assert admin.execute("select * from public.leads where id = %s", [lead_id]).fetchone() == before
@@ -169,7 +169,7 @@ def test_deleting_a_person_clears_links_from_rows_its_deleter_cannot_see(app_url
     mia = company.people["mia"].id  # manager of East: cannot see carol's owner-only rows, may delete contacts
     admin.execute("update public.persons set owner_id = %s where id = %s", [mia, person_id])
 
-    with session(app_url, mia) as conn:
+    with rls_session(app_url, mia) as conn:
         assert conn.execute("delete from public.persons where id = %s", [person_id]).rowcount == 1
 
     assert admin.execute("select person_id from public.deals where id = %s", [carols_deal]).fetchone() == (None,)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
 import psycopg
 import pytest
+from conftest import rls_session
 
 from services.contacts import service as contacts
 from services.contacts.schemas import OrganizationCreate, PersonCreate
@@ -182,19 +182,6 @@ async def test_token_without_any_read_permission_cannot_search(actors, crm):
 KINDS = {"deal": "deals", "person": "persons", "organization": "organizations", "lead": "leads"}
 
 
-@contextmanager
-def as_caller(app_url, claims: dict):
-    """A connection of the app's login acting for the caller these JWT claims name, under RLS, as a request does."""
-    with psycopg.connect(app_url) as conn, conn.transaction():
-        conn.execute("select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
-                     [json.dumps(claims)])
-        yield conn
-
-
-def claims_of(company, who: str) -> dict:
-    return {"sub": str(company.people[who].id), "role": "authenticated"}
-
-
 def seed_every_visibility(admin, company) -> None:
     """A record of each kind per owner (bob, dan: East; carol: West) and visibility, all matching "quokka"."""
     for key in ("bob", "dan", "carol"):
@@ -216,8 +203,7 @@ def seed_every_visibility(admin, company) -> None:
                                         ("bob", "crm.read"), ("bob", "crm.ai")])
 def test_index_candidates_are_exactly_what_the_select_policies_show(app_url, company, admin, who, scope):
     seed_every_visibility(admin, company)
-    claims = {**claims_of(company, who), **({"scope": scope} if scope else {})}
-    with as_caller(app_url, claims) as conn:
+    with rls_session(app_url, company.people[who].id, scope=scope) as conn:
         for kind, table in KINDS.items():
             by_policy = {r[0] for r in conn.execute(
                 f"select id from public.{table} where search_text like '%%quokka%%'").fetchall()}
@@ -229,14 +215,14 @@ def test_index_candidates_are_exactly_what_the_select_policies_show(app_url, com
     # the matrix is not empty: some see everything, some part, a token without reads nothing
     expected = {"alice": 9, "mia": 7, "bob": 6, "dan": 6, "carol": 5, "vic": 3}
     if scope is None:
-        with as_caller(app_url, claims) as conn:
+        with rls_session(app_url, company.people[who].id) as conn:
             assert conn.execute("select count(*) from private.search_candidates('deal', 'quokka', '%%quokka%%',"
                                 " 'quokka%%', 100)").fetchone()[0] == expected[who]
 
 
 def test_index_candidates_refuse_an_unknown_kind_and_an_unbounded_limit(app_url, company):
     for kind, rows, message in [("user", 10, "unknown search kind user"), ("deal", 101, "max_rows must be")]:
-        with as_caller(app_url, claims_of(company, "alice")) as conn:
+        with rls_session(app_url, company.people["alice"].id) as conn:
             with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
                 conn.execute("select * from private.search_candidates(%s, 'x', '%%x%%', 'x%%', %s)", [kind, rows])
 
@@ -345,7 +331,7 @@ def test_similar_words_are_read_only_when_they_could_be_shown(app_url, admin, co
                                                              similar_words_read):
     similar_word_company(admin, company)
     sql, params = search.search_sql(text, list(SearchType), limit)
-    with as_caller(app_url, claims_of(company, "bob")) as conn:
+    with rls_session(app_url, company.people["bob"].id) as conn:
         answer = conn.execute(sql, params).fetchall()
         reference = conn.execute(*scored_by_hand(text, limit)).fetchall()
         plan = "\n".join(r[0] for r in conn.execute("explain (analyze, costs off) " + sql, params).fetchall())
@@ -367,7 +353,7 @@ def candidate_plans(admin, company, who: str, kind: str, text: str, limit: int) 
                         "log_level = notice"):
             admin.execute(f"set local auto_explain.{setting}")
         admin.execute("select set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
-                      [json.dumps(claims_of(company, who))])
+                      [json.dumps({"sub": str(company.people[who].id), "role": "authenticated"})])
         admin.execute("select * from private.search_candidates(%s, %s, %s, %s, %s)",
                       [kind, text, f"%{text}%", f"{text}%", limit]).fetchall()
     return "\n".join(plans)
