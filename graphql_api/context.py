@@ -111,7 +111,14 @@ class Context:
         self.loaders = Loaders(self.read)
 
 
-def context_getter(db: Database, open_session: OpenSession) -> Callable[[Request], AsyncIterator[Context]]:
+OpenContext = Callable[[Request], AbstractAsyncContextManager[Context]]
+
+
+def context_getter(db: Database, open_session: OpenSession) -> OpenContext:
+    """The request's context, opened by authenticating its token (AuthenticationFailed if it cannot be) and closed
+    as the request ends."""
+
+    @asynccontextmanager
     async def get_context(request: Request) -> AsyncIterator[Context]:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")

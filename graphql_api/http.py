@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import strawberry
@@ -24,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
 
-from graphql_api.context import AuthenticationFailed, Context, OpenSession, context_getter
+from graphql_api.context import AuthenticationFailed, OpenContext, OpenSession, context_getter
 from graphql_api.options import Limits
 from graphql_api.schema import build_schema
 from services.kernel.errors import RateLimited, Unavailable
@@ -33,8 +30,11 @@ from services.kernel.uow import Database
 PATH = "/graphql"
 
 
-def graphql_error_body(message: str, code: str, **extensions: Any) -> dict[str, Any]:
-    return {"data": None, "errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+def refused(status: int, message: str, code: str, *, headers: dict[str, str] | None = None,
+            **extensions: Any) -> JSONResponse:
+    """An answer given before execution: `data: null` and one error with `extensions.code`."""
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class BodySizeLimit:
@@ -47,7 +47,7 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
 
@@ -62,17 +62,11 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            graphql_error_body(
-                f"request body exceeds the limit of {self.max_bytes} bytes", "PAYLOAD_TOO_LARGE", limit=self.max_bytes
-            )
-        ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"request body exceeds the limit of {self.max_bytes} bytes"
+        await refused(413, message, "PAYLOAD_TOO_LARGE", limit=self.max_bytes)(scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -183,10 +177,10 @@ class GraphQLEndpoint(GraphQL):
     database is overloaded or took too long) is an HTTP 503 with Retry-After, so clients and proxies back off
     instead of reading it as success. The request's transaction ends before its answer is sent."""
 
-    def __init__(self, schema: strawberry.Schema, context: Callable[[Request], AsyncIterator[Context]], *,
+    def __init__(self, schema: strawberry.Schema, context_for: OpenContext, *,
                  graphql_ide: Literal["graphiql"] | None) -> None:
         super().__init__(schema, graphql_ide=graphql_ide, allow_queries_via_get=False)
-        self.context_for = asynccontextmanager(context)
+        self.context_for = context_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"  # mounted as an HTTP route: there are no subscriptions
@@ -196,13 +190,8 @@ class GraphQLEndpoint(GraphQL):
 
     async def respond(self, request: Request) -> Response:
         if request.method not in ("GET", "POST"):  # before authentication: nothing to authenticate for
-            allowed = "GET, POST" if self.graphql_ide else "POST"
-            return JSONResponse(
-                graphql_error_body(f"{request.method} is not accepted here; send operations with POST",
-                                   "METHOD_NOT_ALLOWED"),
-                status_code=405,
-                headers={"Allow": allowed},
-            )
+            return refused(405, f"{request.method} is not accepted here; send operations with POST",
+                           "METHOD_NOT_ALLOWED", headers={"Allow": "GET, POST" if self.graphql_ide else "POST"})
         try:
             async with self.context_for(request) as context:
                 try:
@@ -210,23 +199,12 @@ class GraphQLEndpoint(GraphQL):
                 except HTTPException as exc:
                     return _refusal(request, exc)
         except AuthenticationFailed as exc:
-            return JSONResponse(
-                graphql_error_body(exc.message, "UNAUTHENTICATED"),
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="pipecd"'},
-            )
+            return refused(401, exc.message, "UNAUTHENTICATED", headers={"WWW-Authenticate": 'Bearer realm="pipecd"'})
         except RateLimited as exc:  # at authentication, before the request's roles are read or any resolver runs
-            return JSONResponse(
-                graphql_error_body(exc.message, "RATE_LIMITED", retryAfter=exc.retry_after),
-                status_code=429,
-                headers={"Retry-After": str(exc.retry_after)},
-            )
+            return refused(429, exc.message, "RATE_LIMITED", headers={"Retry-After": str(exc.retry_after)},
+                           retryAfter=exc.retry_after)
         except Unavailable as exc:  # before any resolver runs: authentication could not reach the database
-            return JSONResponse(
-                graphql_error_body(exc.message, "UNAVAILABLE"),
-                status_code=503,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            return refused(503, exc.message, "UNAVAILABLE", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         if _unavailable(response_data):
@@ -252,22 +230,11 @@ class GraphQLEndpoint(GraphQL):
 
 def _refusal(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.reason == _BATCH_REFUSED:
-        return JSONResponse(
-            graphql_error_body(
-                "batched requests (a JSON array of operations) are not accepted; send one operation per request",
-                "BATCHING_NOT_SUPPORTED",
-            ),
-            status_code=400,
-        )
+        return refused(400, "batched requests (a JSON array of operations) are not accepted; send one operation per"
+                       " request", "BATCHING_NOT_SUPPORTED")
     if request.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
-        return JSONResponse(
-            graphql_error_body(f"{exc.reason}; send operations with POST", "METHOD_NOT_ALLOWED"),
-            status_code=405,
-            headers={"Allow": "POST"},
-        )
-    return JSONResponse(
-        graphql_error_body(exc.reason, _CODES.get(exc.status_code, "BAD_REQUEST")), status_code=exc.status_code
-    )
+        return refused(405, f"{exc.reason}; send operations with POST", "METHOD_NOT_ALLOWED", headers={"Allow": "POST"})
+    return refused(exc.status_code, exc.reason, _CODES.get(exc.status_code, "BAD_REQUEST"))
 
 
 def install(
