@@ -562,13 +562,13 @@ STATEMENTS = [  # BEGIN goes out before the settings, in their round trip; it is
     " m.team_id from public.team_members m where m.user_id = p.id) as team_ids from public.user_profiles p where"
     " p.id = auth.uid()",
     "select t.*, s.win_probability as stage_probability from public.deals t left join public.stages s on s.id ="
-    " t.stage_id where true and true order by t.created_at desc, t.id desc limit %s",
+    " t.stage_id where true and true order by t.created_at desc, t.id desc limit 51",  # the page size, written in
     'select * from "public"."stages" where id = any(%s)',
     'select * from "public"."persons" where id = any(%s)',
     'select * from "public"."organizations" where id = any(%s)',
     "select p.id, p.email, p.display_name, p.avatar_url, p.created_at, array(select r.role from public.user_roles r"
     " where r.user_id = p.id order by r.role) as roles, array(select m.team_id from public.team_members m where"
-    " m.user_id = p.id order by m.team_id) as team_ids from public.user_profiles p where p.id = any(%s)",
+    " m.user_id = p.id order by m.team_id) as team_ids from public.user_profiles p where p.id = %s",  # one owner
     "COMMIT",
 ]
 

@@ -22,6 +22,8 @@ from services.contacts import service as contacts
 from services.contacts.schemas import OrganizationCreate, PersonCreate
 from services.deals import service as deals
 from services.deals.schemas import DealCreate
+from services.kernel.pagination import PageRequest
+from services.notes import service as notes
 
 PAGE = """{ deals(first: 50) { totalCount edges { node { title stage { name } owner { displayName }
   organization { name } person { name organization { name } } notes { body }
@@ -149,3 +151,25 @@ async def test_a_created_deal_costs_four_round_trips(api, monkeypatch):
     statements = sql.take()
     # BEGIN, the settings and the caller's roles; the placement; the insert; the audit row and event, and COMMIT
     assert (len(statements), round_trips.count) == (7, 4), "\n".join(statements)
+
+
+async def test_a_page_and_the_reads_of_one_record_reuse_their_plans(actors):
+    """Past psycopg's prepare threshold (5 runs) and Postgres's custom plans for a prepared statement (its first 5
+    runs), a page (its limit written in) and a batch read by one key (compared as a scalar) run on the generic plan,
+    made once per connection. With the limit or the one key as an array parameter, Postgres would keep planning
+    them afresh (a custom plan looks cheaper than a generic one for an unknown limit or number of keys)."""
+    await deals_with_relations(actors, 2)
+    async with actors.uow("bob") as uow:
+        deal = (await deals.list(uow)).items[0]
+        for _ in range(12):
+            assert (await notes.list_for(uow, "deal_id", [deal.id])).get(deal.id, []) == []
+            assert [d.title for d in (await deals.list(uow, page=PageRequest(limit=1, count=False))).items] == [
+                "Deal 1"]
+        plans = {r["statement"].split(" where ")[0]: (r["generic_plans"], r["custom_plans"]) for r in await uow.all(
+            "select statement, generic_plans, custom_plans from pg_prepared_statements"
+            " where statement like 'select%%from public.%%'")}
+    assert plans == {"select * from public.notes": (2, 5), SELECT_DEALS: (7, 0)}
+
+
+SELECT_DEALS = "select t.*, s.win_probability as stage_probability from public.deals t left join public.stages s on" \
+    " s.id = t.stage_id"

@@ -61,10 +61,11 @@ async def list_for(uow: UnitOfWork, link: str, record_ids: builtins.list[UUID]) 
     """Visible activities of several records (batch loader), by `link` (deal_id, lead_id, ...), due first."""
     if link not in LINK_TABLES:
         raise Invalid(f"unknown link {link!r}", field="link")
+    condition, keys = records.among(link, record_ids)
     rows = await uow.all(
-        f"select * from public.activities where {link} = any(%s)"
+        f"select * from public.activities where {condition}"
         " order by due_date nulls last, due_time nulls last, created_at, id",
-        [record_ids],
+        [keys],
     )
     grouped: dict[UUID, builtins.list[Activity]] = {}
     for row in rows:

@@ -66,7 +66,8 @@ async def get(uow: UnitOfWork, deal_id: UUID) -> Deal:
 @requires(Perm.DEALS_READ)
 async def get_many(uow: UnitOfWork, deal_ids: builtins.list[UUID]) -> builtins.list[Deal]:
     """Visible deals by id (batch loader); hidden or missing ids are left out."""
-    rows = await uow.all(f"select {_SELECT} from public.deals t {_JOIN} where t.id = any(%s)", [deal_ids])
+    condition, keys = records.among("t.id", deal_ids)
+    rows = await uow.all(f"select {_SELECT} from public.deals t {_JOIN} where {condition}", [keys])
     return [_deal(r) for r in rows]
 
 
@@ -151,9 +152,8 @@ async def stage_history(uow: UnitOfWork, deal_id: UUID) -> builtins.list[StageCh
 @requires(Perm.DEALS_READ)
 async def stage_histories(uow: UnitOfWork, deal_ids: builtins.list[UUID]) -> dict[UUID, builtins.list[StageChange]]:
     """Stage changes of several visible deals (batch loader)."""
-    rows = await uow.all(
-        "select * from public.deal_stage_history where deal_id = any(%s) order by deal_id, id", [deal_ids]
-    )
+    condition, keys = records.among("deal_id", deal_ids)
+    rows = await uow.all(f"select * from public.deal_stage_history where {condition} order by deal_id, id", [keys])
     grouped: dict[UUID, builtins.list[StageChange]] = {}
     for row in rows:
         grouped.setdefault(row["deal_id"], []).append(StageChange.model_validate(row))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
 from uuid import UUID
@@ -65,9 +65,21 @@ async def fetch(uow: UnitOfWork, table: str, entity: str, entity_id: UUID, *, lo
     return row
 
 
+def among(column: str, keys: Sequence[Any]) -> tuple[str, Any]:
+    """The condition `column = any(keys)` (with one placeholder) and its parameter, for a batch read by key.
+
+    One key is compared as a scalar. With an array parameter Postgres plans the statement afresh on every
+    execution when the array is short (a custom plan for its one key looks cheaper than a generic plan for a
+    list of unknown length), so reading one record's notes, say, would pay for planning every time; a scalar
+    comparison is planned once per connection."""
+    if len(keys) == 1:
+        return f"{column} = %s", keys[0]
+    return f"{column} = any(%s)", list(keys)
+
+
 async def fetch_many(uow: UnitOfWork, table: str, ids: list[UUID]) -> list[Row]:
-    query = sql.SQL("select * from {} where id = any(%s)").format(sql.Identifier("public", table))
-    return await uow.all(query.as_string(), [ids])
+    condition, keys = among("id", ids)
+    return await uow.all(f"select * from {sql.Identifier('public', table).as_string()} where {condition}", [keys])
 
 
 async def insert(
@@ -188,10 +200,13 @@ async def list_page(
     conditions = " and ".join(where) or "true"
     total = await count(uow, f"public.{table} t where {conditions}", params, page)
     after_sql, after_params = keyset("t", page, order)
+    # The limit is written in, not a parameter: with a parameter for it Postgres plans the page afresh on every
+    # read (a generic plan for an unknown limit looks costlier than any custom one). Validated as an int from 1 to
+    # MAX_LIMIT, it makes a handful of prepared statements, each planned once per connection.
     rows = await uow.all(
         f"select {select} from public.{table} t {joins} where {conditions} and {after_sql}"
-        f" order by {order.order_by()} limit %s",
-        [*params, *after_params, page.limit + 1],
+        f" order by {order.order_by()} limit {int(page.limit) + 1}",
+        [*params, *after_params],
     )
     return build_page(rows, page, total, item, order)
 

@@ -69,9 +69,8 @@ async def list_for(uow: UnitOfWork, link: str, record_ids: builtins.list[UUID]) 
     """Visible notes of several records (batch loader), by `link` (deal_id, lead_id, ...), newest first."""
     if link not in LINK_TABLES:
         raise Invalid(f"unknown link {link!r}", field="link")
-    rows = await uow.all(
-        f"select * from public.notes where {link} = any(%s) order by created_at desc, id desc", [record_ids]
-    )
+    condition, keys = records.among(link, record_ids)
+    rows = await uow.all(f"select * from public.notes where {condition} order by created_at desc, id desc", [keys])
     grouped: dict[UUID, builtins.list[Note]] = {}
     for row in rows:
         grouped.setdefault(row[link], []).append(_note(row))

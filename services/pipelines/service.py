@@ -25,9 +25,8 @@ def _stage(row: Row) -> Stage:
 
 
 async def _stages_of(uow: UnitOfWork, pipeline_ids: builtins.list[UUID]) -> dict[UUID, builtins.list[Stage]]:
-    rows = await uow.all(
-        "select * from public.stages where pipeline_id = any(%s) order by pipeline_id, position", [pipeline_ids]
-    )
+    condition, keys = records.among("pipeline_id", pipeline_ids)
+    rows = await uow.all(f"select * from public.stages where {condition} order by pipeline_id, position", [keys])
     grouped: dict[UUID, builtins.list[Stage]] = {pid: [] for pid in pipeline_ids}
     for row in rows:
         grouped[row["pipeline_id"]].append(_stage(row))

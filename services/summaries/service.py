@@ -137,10 +137,11 @@ async def list_for(
 @requires(Perm.AI_USE)
 async def latest_for(uow: UnitOfWork, subject_type: SummarySubject, subject_ids: list[UUID]) -> dict[UUID, Summary]:
     """The caller's newest finished summary of each subject (batch loader)."""
+    condition, keys = records.among("s.subject_id", subject_ids)
     rows = await uow.all(
         f"select distinct on (s.subject_id) * from ({_SELECT}) s where s.kind = 'summary' and s.status = 'done'"
-        " and s.subject_type = %s and s.subject_id = any(%s) order by s.subject_id, s.completed_at desc, s.id desc",
-        [SummarySubject(subject_type).value, subject_ids],
+        f" and s.subject_type = %s and {condition} order by s.subject_id, s.completed_at desc, s.id desc",
+        [SummarySubject(subject_type).value, keys],
     )
     return {row["subject_id"]: Summary.from_row(row) for row in rows}
 

@@ -55,7 +55,8 @@ async def get(uow: UnitOfWork, user_id: UUID) -> UserProfile:
 @requires(Perm.USERS_READ)
 async def get_many(uow: UnitOfWork, user_ids: builtins.list[UUID]) -> builtins.list[UserProfile]:
     """Profiles for the given ids that exist (batch loader)."""
-    rows = await uow.all(_PROFILE_SELECT + " where p.id = any(%s)", [user_ids])
+    condition, keys = records.among("p.id", user_ids)
+    rows = await uow.all(f"{_PROFILE_SELECT} where {condition}", [keys])
     return [_profile(r) for r in rows]
 
 
