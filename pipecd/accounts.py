@@ -6,9 +6,9 @@ through the service layer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
-import httpx
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -19,6 +19,9 @@ from services.kernel.principal import Channel, SystemPrincipal
 from services.kernel.uow import Database
 from services.users import service as users
 from services.users.schemas import TeamCreate, UserProfile
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)

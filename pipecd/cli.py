@@ -16,7 +16,6 @@ import contextlib
 import time
 from contextvars import ContextVar
 from functools import partial
-from importlib.metadata import version as package_version
 from typing import Annotated, Any, NoReturn
 
 import psycopg
@@ -80,7 +79,9 @@ def _fail(message: str) -> NoReturn:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"pipecd {package_version('pipecd')}")
+        from importlib.metadata import version
+
+        typer.echo(f"pipecd {version('pipecd')}")
         raise typer.Exit()
 
 

@@ -17,8 +17,10 @@ from conftest import ROOT, Api, lifespan
 
 # Each is large to import and needed only elsewhere: the model SDK when an API key is set, the workflow engine
 # and Inngest SDK when workflows run (FastAPI too: the SDK's handlers need it), the Supabase client when users are
-# added through Supabase Auth.
-ONLY_WHEN_USED = ("anthropic", "inngest", "workflows.engine", "workflows.functions", "supabase", "fastapi")
+# added through Supabase Auth, an HTTP client (httpx, with the terminal libraries it loads) when signing keys come
+# from a JWKS URL or users are added through Supabase Auth (the MCP SDK loads it once the app runs).
+ONLY_WHEN_USED = ("anthropic", "inngest", "workflows.engine", "workflows.functions", "supabase", "fastapi", "httpx",
+                  "rich")
 
 BUILD_APP = """
 import sys

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import jwt
 
 from services.kernel.errors import Unauthenticated
+
+if TYPE_CHECKING:
+    import httpx
 
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"})
 AUDIENCE = "authenticated"
@@ -124,6 +126,8 @@ class TokenVerifier:
 
     async def _refresh(self) -> None:
         assert self._jwks_url is not None
+        import httpx  # only a server with a JWKS URL needs an HTTP client: not imported at every start
+
         client = self._http or httpx.AsyncClient(timeout=5.0)
         try:
             response = await client.get(self._jwks_url)
