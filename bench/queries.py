@@ -55,7 +55,7 @@ from public.deals d where d.id = %s
 PIPECD_SEARCH = """query ($q: String!) { search(query: $q, first: 10) { id type title context score } }"""
 
 
-def floor_search(query: str, limit: int) -> tuple[str, list[object]]:
+def floor_search(query: str, limit: int) -> tuple[str, dict[str, object]]:
     """The search PipeCD runs (the same SQL, built by the same function), returned as JSON."""
     sql, params = search_sql(" ".join(query.split()).lower(), list(SearchType), limit)
     return f"select coalesce(json_agg(h), '[]')::text from ({sql}) h", params

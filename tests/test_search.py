@@ -10,6 +10,7 @@ from uuid import UUID
 import psycopg
 import pytest
 from conftest import rls_session
+from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 
 from services.contacts import service as contacts
 from services.contacts.schemas import OrganizationCreate, PersonCreate
@@ -373,3 +374,11 @@ def test_rows_containing_the_text_are_read_only_when_too_few_titles_start_with_i
     scans = [line for line in containing.splitlines() if "Scan on deals" in line]
     assert scans, containing
     assert all(("never executed" in line) != containing_read for line in scans), containing
+
+
+def test_the_search_statement_stays_within_what_the_driver_keeps_converted():
+    # psycopg converts a statement's placeholders once and keeps it, if it is short enough and has few enough
+    # parameters; a longer one is converted again on every search
+    sql, params = search.search_sql("acme", list(SearchType), 10)
+    assert len(sql) <= MAX_CACHED_STATEMENT_LENGTH
+    assert sorted(params) == ["contains", "limit", "prefix", "text"]

@@ -65,37 +65,33 @@ async def search(
                       score=round(float(r["score"]), 4)) for r in rows]
 
 
-def search_sql(text: str, kinds: list[SearchType], limit: int) -> tuple[str, list[object]]:
-    """The ranked search over `kinds` for normalized `text`, with its parameters.
+def search_sql(text: str, kinds: list[SearchType], limit: int) -> tuple[str, dict[str, object]]:
+    """The ranked search over `kinds` for normalized `text`, with its parameters (named: each is sent once, however
+    often the statement uses it, which keeps the statement's conversion cached by the driver).
 
     Two phases in one statement. First the rows that start with or contain the text, per type. A row that does
     not contain the text scores at most 1 (its word similarity; the bonuses need the text in it), so when `limit`
     of those rows score above 1 they are the answer and no similar-word read could change it. Otherwise the
     search runs again with the similar words (typos) read too; its answer holds the first phase's rows."""
-    contains = "%" + escape_like(text) + "%"
-    prefix = escape_like(text) + "%"
-    found, found_params = _per_kind(text, contains, prefix, kinds, limit, resemble=False)
-    more, more_params = _per_kind(text, contains, prefix, kinds, limit, resemble=True)
     sql = f"""
-        with found as materialized (select * from ({found}) f),
-             enough as materialized (select count(*) >= %s as yes from found where score > 1)
+        with found as materialized (select * from ({_per_kind(kinds, resemble=False)}) f),
+             enough as materialized (select count(*) >= %(limit)s as yes from found where score > 1)
         select * from (
             select * from found where (select yes from enough)
             union all
-            select * from ({more}) m where not (select yes from enough)
+            select * from ({_per_kind(kinds, resemble=True)}) m where not (select yes from enough)
         ) hits
         order by score desc, title, id
-        limit %s
+        limit %(limit)s
     """
-    return sql, [*found_params, limit, *more_params, limit]
+    params: dict[str, object] = {"text": text, "contains": "%" + escape_like(text) + "%",
+                                 "prefix": escape_like(text) + "%", "limit": limit}
+    return " ".join(sql.split()), params  # (its literals hold no runs of spaces)
 
 
-def _per_kind(
-    text: str, contains: str, prefix: str, kinds: list[SearchType], limit: int, *, resemble: bool
-) -> tuple[str, list[object]]:
-    """One branch per type, each its best `limit` hits, merged (unordered); with its parameters."""
+def _per_kind(kinds: list[SearchType], *, resemble: bool) -> str:
+    """One branch per type, each its best `limit` hits, merged (unordered)."""
     branches = []
-    params: list[object] = []
     for kind in kinds:
         table, title, context = _SOURCES[kind]
         # Candidates come from private.search_candidates, which can use the trigram indexes (under RLS the
@@ -104,11 +100,11 @@ def _per_kind(
         branches.append(
             f"""
             (select '{kind.value}' as type, t.id, {title} as title, {context} as context, c.score
-             from private.search_candidates(%s, %s, %s, %s, %s, %s) c
+             from private.search_candidates('{kind.value}', %(text)s, %(contains)s, %(prefix)s, %(limit)s,
+                                            {str(resemble).lower()}) c
              join public.{table} t on t.id = c.id
              order by c.score desc, t.id
-             limit %s)
+             limit %(limit)s)
             """
         )
-        params += [kind.value, text, contains, prefix, limit, resemble, limit]
-    return " union all ".join(branches), params
+    return " union all ".join(branches)
