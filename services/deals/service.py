@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import builtins
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+
+from psycopg import sql
 
 from services.deals.schemas import (
     Deal,
@@ -20,7 +23,7 @@ from services.deals.schemas import (
 )
 from services.kernel import idempotency, records
 from services.kernel.attachments import check_links, link_checks, raise_missing_link
-from services.kernel.errors import Invalid, NotFound
+from services.kernel.errors import Conflict, Invalid, NotFound
 from services.kernel.inputs import text_argument
 from services.kernel.pagination import Page, PageRequest
 from services.kernel.permissions import Perm, requires
@@ -175,24 +178,52 @@ async def _record_stage_change(uow: UnitOfWork, deal_id: UUID, old: UUID | None,
     )
 
 
-async def _placement(uow: UnitOfWork, data: DealCreate) -> tuple[UUID, UUID | None]:
-    """(pipeline, stage) for a new deal: the named ones, else the default pipeline and its first stage; its
-    person and organization checked too, all in one select. Refused in the order the checks are listed."""
-    uow.principal.require(Perm.PIPELINES_READ)  # the placement reads pipelines, as pipelines.get does
+@dataclass(frozen=True)
+class _Placement:
+    """Where a new deal goes, as SQL: `select` reads one row (the placement and the link checks), `ok` is true on
+    it when every check passes, `pipeline_id` and `stage_id` are its place (expressions over that row)."""
+
+    select: str
+    params: builtins.list[Any]
+    ok: str
+    ok_params: builtins.list[Any]
+    pipeline_id: str
+    stage_id: str
+
+
+def _placement_sql(data: DealCreate) -> _Placement:
+    """The named pipeline and stage, else the default pipeline and its first stage; its person and organization
+    checked too, all in one select."""
     links = {"person_id": data.person_id, "organization_id": data.organization_id}
     checks, params = link_checks(links)
+    seen = [f"placed.{column}" for column, target in links.items() if target is not None]
     if data.stage_id is not None:
         query = "select (select s.pipeline_id from public.stages s where s.id = %s) as stage_pipeline_id"
         first: builtins.list[Any] = [data.stage_id]
-    else:
-        pipeline = "where id = %s" if data.pipeline_id is not None else "order by position, lower(name), id"
-        query = (
-            f"with p as (select id from public.pipelines {pipeline} limit 1)"
-            " select (select id from p) as pipeline_id, (select s.id from public.stages s"
-            " where s.pipeline_id = (select id from p) order by s.position limit 1) as first_stage_id"
-        )
-        first = [] if data.pipeline_id is None else [data.pipeline_id]
-    found = await uow.one(", ".join([query, *checks]), [*first, *params])
+        same = [] if data.pipeline_id is None else [data.pipeline_id]
+        ok = " and ".join(["placed.stage_pipeline_id is not null",
+                           *(["placed.stage_pipeline_id = %s"] if same else []), *seen])
+        return _Placement(", ".join([query, *checks]), [*first, *params], ok, same, "placed.stage_pipeline_id",
+                          "%s")
+    pipeline = "where id = %s" if data.pipeline_id is not None else "order by position, lower(name), id"
+    query = (
+        f"with p as (select id from public.pipelines {pipeline} limit 1)"
+        " select (select id from p) as pipeline_id, (select s.id from public.stages s"
+        " where s.pipeline_id = (select id from p) order by s.position limit 1) as first_stage_id"
+    )
+    first = [] if data.pipeline_id is None else [data.pipeline_id]
+    return _Placement(", ".join([query, *checks]), [*first, *params],
+                      " and ".join(["placed.pipeline_id is not null", *seen]), [], "placed.pipeline_id",
+                      "placed.first_stage_id")
+
+
+async def _placement(uow: UnitOfWork, data: DealCreate) -> tuple[UUID, UUID | None]:
+    """(pipeline, stage) for a new deal (see `_placement_sql`), or Invalid: refused in the order the checks are
+    listed."""
+    uow.principal.require(Perm.PIPELINES_READ)  # the placement reads pipelines, as pipelines.get does
+    links = {"person_id": data.person_id, "organization_id": data.organization_id}
+    query = _placement_sql(data)
+    found = await uow.one(query.select, query.params)
     assert found is not None
     if data.stage_id is not None:
         if found["stage_pipeline_id"] is None:
@@ -213,13 +244,29 @@ async def _placement(uow: UnitOfWork, data: DealCreate) -> tuple[UUID, UUID | No
 
 
 async def _insert_deal(uow: UnitOfWork, data: DealCreate, owner_id: UUID) -> Deal:
-    """Create the deal row; its first history entry is written by the insert (private.record_first_stage)."""
-    pipeline_id, stage_id = await _placement(uow, data)
+    """Create the deal row where `_placement_sql` puts it, in one statement; its first history entry is written by
+    the insert (private.record_first_stage). When a placement check fails nothing is inserted, and `_placement`
+    reads again to say which."""
+    uow.principal.require(Perm.PIPELINES_READ)  # the placement reads pipelines, as pipelines.get does
+    placement = _placement_sql(data)
     values: dict[str, Any] = data.model_dump(exclude={"owner_id", "visibility", "pipeline_id", "stage_id"})
-    values.update(owner_id=owner_id, pipeline_id=pipeline_id, stage_id=stage_id)
+    values["owner_id"] = owner_id
     if data.visibility is not None:
         values["visibility"] = data.visibility.value
-    deal = _deal(await records.insert(uow, "deals", values, select=_SELECT, joins=_JOIN))
+    columns = ", ".join(sql.Identifier(k).as_string() for k in values)
+    stage_params = [data.stage_id] if placement.stage_id == "%s" else []
+    row = await uow.one(
+        f"with placed as ({placement.select}),"
+        f" t as (insert into public.deals ({columns}, pipeline_id, stage_id)"
+        f" select {', '.join(['%s'] * len(values))}, {placement.pipeline_id}, {placement.stage_id} from placed"
+        f" where {placement.ok} returning *)"
+        f" select {_SELECT} from t {_JOIN}",
+        [*placement.params, *values.values(), *stage_params, *placement.ok_params],
+    )
+    if row is None:
+        await _placement(uow, data)  # raises Invalid for the check that failed
+        raise Conflict("the deal's pipeline, stage or contacts changed while it was placed; try again")
+    deal = _deal(row)
     await uow.audit("deal.create", "deal", deal.id, after=deal.model_dump())
     uow.emit(
         "crm/deal.created", deal_id=deal.id, owner_id=deal.owner_id, pipeline_id=deal.pipeline_id,
