@@ -180,73 +180,65 @@ async def _record_stage_change(uow: UnitOfWork, deal_id: UUID, old: UUID | None,
 
 @dataclass(frozen=True)
 class _Placement:
-    """Where a new deal goes, as SQL: `select` reads one row (the placement and the link checks), `ok` is true on
-    it when every check passes, `pipeline_id` and `stage_id` are its place (expressions over that row)."""
+    """Where a new deal goes, as SQL: `select` reads one row, its `pipeline_id` and `stage_id` and whether the
+    caller sees each given contact (`link_checks`); `ok` (over that row, alias `placed`) holds when all is well."""
 
     select: str
     params: builtins.list[Any]
     ok: str
     ok_params: builtins.list[Any]
-    pipeline_id: str
-    stage_id: str
+
+
+def _links(data: DealCreate) -> dict[str, UUID | None]:
+    return {"person_id": data.person_id, "organization_id": data.organization_id}
 
 
 def _placement_sql(data: DealCreate) -> _Placement:
     """The named pipeline and stage, else the default pipeline and its first stage; its person and organization
     checked too, all in one select."""
-    links = {"person_id": data.person_id, "organization_id": data.organization_id}
-    checks, params = link_checks(links)
-    seen = [f"placed.{column}" for column, target in links.items() if target is not None]
+    checks, params = link_checks(_links(data))
+    seen = [f"placed.{column}" for column, target in _links(data).items() if target is not None]
     if data.stage_id is not None:
-        query = "select (select s.pipeline_id from public.stages s where s.id = %s) as stage_pipeline_id"
-        first: builtins.list[Any] = [data.stage_id]
-        same = [] if data.pipeline_id is None else [data.pipeline_id]
-        ok = " and ".join(["placed.stage_pipeline_id is not null",
-                           *(["placed.stage_pipeline_id = %s"] if same else []), *seen])
-        return _Placement(", ".join([query, *checks]), [*first, *params], ok, same, "placed.stage_pipeline_id",
-                          "%s")
-    pipeline = "where id = %s" if data.pipeline_id is not None else "order by position, lower(name), id"
-    query = (
-        f"with p as (select id from public.pipelines {pipeline} limit 1)"
-        " select (select id from p) as pipeline_id, (select s.id from public.stages s"
-        " where s.pipeline_id = (select id from p) order by s.position limit 1) as first_stage_id"
-    )
-    first = [] if data.pipeline_id is None else [data.pipeline_id]
-    return _Placement(", ".join([query, *checks]), [*first, *params],
-                      " and ".join(["placed.pipeline_id is not null", *seen]), [], "placed.pipeline_id",
-                      "placed.first_stage_id")
+        query = ("select (select s.pipeline_id from public.stages s where s.id = %s) as pipeline_id,"
+                 " %s::uuid as stage_id")
+        first: builtins.list[Any] = [data.stage_id, data.stage_id]
+        same = [] if data.pipeline_id is None else [data.pipeline_id]  # the stage must be in the named pipeline
+    else:
+        pipeline = "where id = %s" if data.pipeline_id is not None else "order by position, lower(name), id"
+        query = (
+            f"with p as (select id from public.pipelines {pipeline} limit 1)"
+            " select (select id from p) as pipeline_id, (select s.id from public.stages s"
+            " where s.pipeline_id = (select id from p) order by s.position limit 1) as stage_id"
+        )
+        first = [] if data.pipeline_id is None else [data.pipeline_id]
+        same = []
+    ok = " and ".join(["placed.pipeline_id is not null", *(["placed.pipeline_id = %s"] if same else []), *seen])
+    return _Placement(", ".join([query, *checks]), [*first, *params], ok, same)
 
 
-async def _placement(uow: UnitOfWork, data: DealCreate) -> tuple[UUID, UUID | None]:
-    """(pipeline, stage) for a new deal (see `_placement_sql`), or Invalid: refused in the order the checks are
-    listed."""
-    uow.principal.require(Perm.PIPELINES_READ)  # the placement reads pipelines, as pipelines.get does
-    links = {"person_id": data.person_id, "organization_id": data.organization_id}
-    query = _placement_sql(data)
-    found = await uow.one(query.select, query.params)
+async def _refuse_placement(uow: UnitOfWork, data: DealCreate) -> None:
+    """Invalid for the first placement check (see `_placement_sql`) that fails, in the order they are listed."""
+    placement = _placement_sql(data)
+    found = await uow.one(placement.select, placement.params)
     assert found is not None
     if data.stage_id is not None:
-        if found["stage_pipeline_id"] is None:
+        if found["pipeline_id"] is None:
             raise Invalid(f"stage {data.stage_id} does not exist", field="stage_id")
-        if data.pipeline_id is not None and found["stage_pipeline_id"] != data.pipeline_id:
+        if data.pipeline_id is not None and found["pipeline_id"] != data.pipeline_id:
             raise Invalid(f"stage {data.stage_id} is not in pipeline {data.pipeline_id}", field="stage_id")
-        placement: tuple[UUID, UUID | None] = (found["stage_pipeline_id"], data.stage_id)
     elif found["pipeline_id"] is None:
         raise Invalid(
             "there is no pipeline yet; create one first" if data.pipeline_id is None
             else f"pipeline {data.pipeline_id} does not exist",
             field="pipeline_id",
         )
-    else:
-        placement = (found["pipeline_id"], found["first_stage_id"])
-    raise_missing_link(found, links)
-    return placement
+    raise_missing_link(found, _links(data))
 
 
 async def _insert_deal(uow: UnitOfWork, data: DealCreate, owner_id: UUID) -> Deal:
     """Create the deal row where `_placement_sql` puts it, in one statement; its first history entry is written by
-    the insert (private.record_first_stage). When a placement check fails nothing is inserted, and `_placement`
-    reads again to say which."""
+    the insert (private.record_first_stage). When a placement check fails nothing is inserted, and
+    `_refuse_placement` reads again to say which."""
     uow.principal.require(Perm.PIPELINES_READ)  # the placement reads pipelines, as pipelines.get does
     placement = _placement_sql(data)
     values: dict[str, Any] = data.model_dump(exclude={"owner_id", "visibility", "pipeline_id", "stage_id"})
@@ -254,17 +246,16 @@ async def _insert_deal(uow: UnitOfWork, data: DealCreate, owner_id: UUID) -> Dea
     if data.visibility is not None:
         values["visibility"] = data.visibility.value
     columns = ", ".join(sql.Identifier(k).as_string() for k in values)
-    stage_params = [data.stage_id] if placement.stage_id == "%s" else []
     row = await uow.one(
         f"with placed as ({placement.select}),"
         f" t as (insert into public.deals ({columns}, pipeline_id, stage_id)"
-        f" select {', '.join(['%s'] * len(values))}, {placement.pipeline_id}, {placement.stage_id} from placed"
+        f" select {', '.join(['%s'] * len(values))}, placed.pipeline_id, placed.stage_id from placed"
         f" where {placement.ok} returning *)"
         f" select {_SELECT} from t {_JOIN}",
-        [*placement.params, *values.values(), *stage_params, *placement.ok_params],
+        [*placement.params, *values.values(), *placement.ok_params],
     )
     if row is None:
-        await _placement(uow, data)  # raises Invalid for the check that failed
+        await _refuse_placement(uow, data)
         raise Conflict("the deal's pipeline, stage or contacts changed while it was placed; try again")
     deal = _deal(row)
     await uow.audit("deal.create", "deal", deal.id, after=deal.model_dump())
